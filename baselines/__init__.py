@@ -1,0 +1,1 @@
+"""Baselines as thin adapters on the shared harness (`pdm.methods.base.Method`)."""

@@ -1,0 +1,81 @@
+"""`pdm-bench`: the steps the workflow runs, one subcommand each (the Snakemake rules call the same functions).
+
+    pdm-bench validate --config config/default.yaml
+    pdm-bench train    --config C --method pdm --seed 0 --out results/default/models/pdm/seed0
+    pdm-bench sample   --config C --method pdm --seed 0 --model-dir ... --out results/default/samples/pdm/seed0
+    pdm-bench refstats --config C --out results/default/refstats/digits_inception.npz
+    pdm-bench evaluate --config C --method pdm --seed 0 --model-dir ... --samples-dir ... --refstats ... --out m.json
+    pdm-bench report   --config C --records m1.json m2.json ... --tables-dir ... --plots-dir ... --samples-root ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pdm.config import ConfigError, load_config
+
+
+def preflight(cfg) -> None:
+    """Every check that can fail before training starts: config rules, dataset presence, labels for s-PDM."""
+    from pdm.data import check_data_config
+
+    check_data_config(cfg.data)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pdm-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name, help_text, *args):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", required=True, help="experiment YAML (see config/default.yaml)")
+        for flag, kwargs in args:
+            p.add_argument(flag, **kwargs)
+        return p
+
+    method = ("--method", {"required": True})
+    seed = ("--seed", {"type": int, "required": True})
+    out = ("--out", {"required": True})
+    command("validate", "check a config and its data without running anything")
+    command("train", "train one method for one seed", method, seed, out)
+    command("sample", "generate the evaluation samples", method, seed, ("--model-dir", {"required": True}), out)
+    command("refstats", "compute reference statistics of the real images", out)
+    command("evaluate", "score samples and write one result record", method, seed, ("--model-dir", {"required": True}),
+            ("--samples-dir", {"required": True}), ("--refstats", {"required": True}), out)
+    command("report", "aggregate result records into tables and plots", ("--records", {"nargs": "+", "required": True}),
+            ("--tables-dir", {"required": True}), ("--plots-dir", {"required": True}), ("--samples-root", {"default": None}))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        preflight(cfg)
+        if args.command != "validate" and getattr(args, "method", None) is not None:
+            cfg.method_options(args.method)
+        from pdm import steps
+
+        if args.command == "validate":
+            print(f"{args.config}: valid (experiment {cfg.experiment}, methods {', '.join(cfg.methods)}, hash {cfg.hash})")
+        elif args.command == "train":
+            steps.train_step(cfg, args.method, args.seed, args.out)
+        elif args.command == "sample":
+            steps.sample_step(cfg, args.method, args.seed, args.model_dir, args.out)
+        elif args.command == "refstats":
+            steps.refstats_step(cfg, args.out)
+        elif args.command == "evaluate":
+            steps.evaluate_step(cfg, args.method, args.seed, args.model_dir, args.samples_dir, args.refstats, args.out)
+        elif args.command == "report":
+            from pdm.report import report
+
+            report(args.records, args.tables_dir, args.plots_dir, args.samples_root)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"pdm-bench {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

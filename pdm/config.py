@@ -1,0 +1,245 @@
+"""Experiment config: one YAML file, validated against `config.schema.yaml`, loaded into frozen dataclasses.
+
+The schema is the single source of defaults. Errors name the key and the fix, and are raised before any training
+starts (the Snakefile calls `resolve_config` when the workflow is built).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+
+
+class ConfigError(ValueError):
+    """A config problem, with the key that is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str
+    root: str | None
+    resolution: int
+    channels: int
+    hflip: bool
+    max_images: int | None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    block_out_channels: tuple[int, ...]
+    layers_per_block: int
+    down_block_types: tuple[str, ...]
+    up_block_types: tuple[str, ...]
+    norm_num_groups: int
+    attention_head_dim: int
+    cross_attention_heads: int
+    dropout: float
+
+    @property
+    def bottleneck_channels(self) -> int:
+        return self.block_out_channels[-1]
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    num_train_timesteps: int
+    beta_schedule: str
+    beta_start: float
+    beta_end: float
+    clip_sample: bool
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int
+    batch_size: int
+    lr: float
+    lr_schedule: str
+    warmup_steps: int
+    weight_decay: float
+    betas: tuple[float, float]
+    grad_clip: float | None
+    ema_decay: float | None
+    mixed_precision: str
+    checkpoint_every: int
+    log_every: int
+    max_seconds: float | None
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    sampler: str
+    steps: int
+    eta: float
+    num_samples: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    num_real: int
+    kid_subset_size: int
+    allow_is_download: bool
+    grid_size: int
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    experiment: str
+    seeds: tuple[int, ...]
+    device: str
+    threads_per_job: int
+    data: DataConfig
+    model: ModelConfig
+    diffusion: DiffusionConfig
+    train: TrainConfig
+    sample: SampleConfig
+    eval: EvalConfig
+    methods: Mapping[str, Mapping[str, Any]]
+    resolved: Mapping[str, Any]  # the validated dict with every default filled in
+
+    def method_options(self, name: str) -> Mapping[str, Any]:
+        if name not in self.methods:
+            raise ConfigError(f"method '{name}' is not in this config's `methods`; add it or pick one of {sorted(self.methods)}")
+        return self.methods[name]
+
+    def diffusion_for(self, name: str) -> DiffusionConfig:
+        """A method may override the number of training timesteps (the reference uses 2000 for PDM, 1000 for s-PDM)."""
+        override = self.method_options(name).get("num_train_timesteps")
+        return dataclasses.replace(self.diffusion, num_train_timesteps=override) if override else self.diffusion
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self.resolved)
+
+
+def config_hash(resolved: Mapping[str, Any]) -> str:
+    canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file (see config/default.yaml)") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys (experiment, data, methods, ...)")
+    return resolve_config(raw)
+
+
+def resolve_config(raw: Mapping[str, Any]) -> ExperimentConfig:
+    """Validate a config dict, fill defaults from the schema, check cross-field rules, return the frozen config."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    resolved = copy.deepcopy(dict(raw))
+    _check_method_names(resolved, schema)
+    if isinstance(resolved.get("methods"), dict):  # `pdm:` with no options is allowed and means all defaults
+        resolved["methods"] = {k: ({} if v is None else v) for k, v in resolved["methods"].items()}
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(resolved), key=lambda e: list(e.path))
+    if errors:
+        raise ConfigError("invalid config:\n" + "\n".join(f"  - {_describe(e)}" for e in errors))
+    _fill_defaults(resolved, schema)
+    cfg = _build(resolved)
+    _check_rules(cfg)
+    return cfg
+
+
+def _check_method_names(raw: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
+    from pdm.methods.registry import METHODS
+
+    methods = raw.get("methods")
+    if not isinstance(methods, dict):
+        return  # the schema reports it
+    for name in methods:
+        if name not in METHODS:
+            raise ConfigError(f"methods: unknown method '{name}'{_suggest(name, METHODS)}; known methods: {', '.join(sorted(METHODS))}")
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = ".".join(str(p) for p in error.absolute_path) or "<top level>"
+    if error.validator == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(known))
+        hints = "; ".join(f"unknown key '{k}'{_suggest(k, known)}" for k in unknown)
+        return f"{where}: {hints} (allowed keys: {', '.join(known)})"
+    if error.validator == "required":
+        return f"{where}: {error.message}; add it (see config/default.yaml)"
+    return f"{where}: {error.message}"
+
+
+def _suggest(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _fill_defaults(node: dict, schema: Mapping[str, Any], add_missing: bool = True) -> None:
+    for key, sub in schema.get("properties", {}).items():
+        if add_missing and key not in node and "default" in sub:
+            node[key] = copy.deepcopy(sub["default"])
+        if isinstance(node.get(key), dict) and "properties" in sub:
+            # under `methods`, only the methods the user listed run: fill their options, never add methods
+            _fill_defaults(node[key], sub, add_missing=key != "methods")
+
+
+def _build(resolved: dict) -> ExperimentConfig:
+    def section(cls, values):
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+    frozen_methods = MappingProxyType({name: MappingProxyType(dict(opts)) for name, opts in resolved["methods"].items()})
+    return ExperimentConfig(
+        experiment=resolved["experiment"],
+        seeds=tuple(resolved["seeds"]),
+        device=resolved["device"],
+        threads_per_job=resolved["threads_per_job"],
+        data=section(DataConfig, resolved["data"]),
+        model=section(ModelConfig, resolved["model"]),
+        diffusion=section(DiffusionConfig, resolved["diffusion"]),
+        train=section(TrainConfig, resolved["train"]),
+        sample=section(SampleConfig, resolved["sample"]),
+        eval=section(EvalConfig, resolved["eval"]),
+        methods=frozen_methods,
+        resolved=resolved,
+    )
+
+
+def _check_rules(cfg: ExperimentConfig) -> None:
+    """Rules that span several keys, which a JSON schema cannot say."""
+    m = cfg.model
+    levels = len(m.block_out_channels)
+    if not (len(m.down_block_types) == len(m.up_block_types) == levels):
+        raise ConfigError(
+            f"model: block_out_channels has {levels} entries but down_block_types has {len(m.down_block_types)} and "
+            f"up_block_types {len(m.up_block_types)}; give one block type per level in each"
+        )
+    for channels in m.block_out_channels:
+        if channels % m.norm_num_groups:
+            raise ConfigError(f"model.block_out_channels: {channels} is not divisible by model.norm_num_groups={m.norm_num_groups}")
+    if m.bottleneck_channels % m.cross_attention_heads:
+        raise ConfigError(
+            f"model.cross_attention_heads={m.cross_attention_heads} must divide the bottleneck channels {m.bottleneck_channels}"
+        )
+    if cfg.data.resolution % 2 ** (levels - 1):
+        raise ConfigError(f"data.resolution={cfg.data.resolution} must be divisible by 2**{levels - 1} (one halving per level)")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ConfigError(f"seeds: {list(cfg.seeds)} has repeats; list each seed once")
+    if cfg.train.warmup_steps > cfg.train.steps:
+        raise ConfigError(f"train.warmup_steps={cfg.train.warmup_steps} exceeds the budget train.steps={cfg.train.steps}")
+    from pdm.methods.registry import get_method_class
+
+    for name, options in cfg.methods.items():
+        get_method_class(name).check_config(cfg, options)

@@ -1,0 +1,1 @@
+"""Methods: one small protocol (`base.Method`) and one registry (`registry.METHODS`)."""

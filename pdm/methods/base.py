@@ -1,0 +1,130 @@
+"""The protocol every method implements; the trainer, sampler driver and evaluation only talk to this.
+
+    prepare(dataset, workdir)  stage 1 (an autoencoder, a retrieval database); its cost is accounted by the caller
+    loss(x0, labels, generator) -> (loss, logs)
+    finalize(dataset)          after training, e.g. prototype usage frequencies on the training set
+    sample(seeds, ...) -> uint8 images (N, H, W, C), image i a function of seeds[i] alone
+    components()               the named parts saved as safetensors; storage is measured from those files
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from pdm.config import ExperimentConfig
+from pdm.diffusion import make_sampler, make_train_scheduler, training_targets
+from pdm.sampling import batched, image_generators, initial_noise, run_sampler, to_uint8_images
+from pdm.unet import ConditionedUNet
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a method may know about the data when it is built (enough to rebuild it from a checkpoint)."""
+
+    channels: int
+    resolution: int
+    num_classes: int
+
+    @classmethod
+    def of(cls, dataset) -> "DataInfo":
+        return cls(int(dataset.images.shape[1]), int(dataset.images.shape[-1]), dataset.num_classes)
+
+
+class Method(nn.Module):
+    name: ClassVar[str]
+    conditioning: ClassVar[str] = "none"
+    cross_attention: ClassVar[bool] = False
+
+    def __init__(self, cfg: ExperimentConfig, data: DataInfo):
+        super().__init__()
+        self.cfg, self.data = cfg, data
+        self.options: Mapping[str, Any] = cfg.method_options(self.name)
+        self.diffusion_cfg = cfg.diffusion_for(self.name)
+        self.train_scheduler = make_train_scheduler(self.diffusion_cfg)
+        self.unet = ConditionedUNet(cfg.model, self.latent_channels, self.latent_size, self.cross_attention)
+
+    # --- things a subclass may override -----------------------------------------------------------------------
+    @classmethod
+    def check_config(cls, cfg: ExperimentConfig, options: Mapping[str, Any]) -> None:
+        """Raise ConfigError for option combinations this method cannot run; called before any job starts."""
+
+    @property
+    def latent_channels(self) -> int:
+        return self.data.channels
+
+    @property
+    def latent_size(self) -> int:
+        return self.data.resolution
+
+    def prepare(self, dataset, workdir) -> dict[str, Any]:
+        return {}
+
+    def finalize(self, dataset) -> None:
+        pass
+
+    def context(self, x0: torch.Tensor, labels: torch.Tensor | None, t: torch.Tensor):
+        """Training-time conditioning tokens (B, N, C) and an auxiliary loss with its logs; none by default."""
+        return None, None, {}
+
+    def sampling_context(self, generators: list[torch.Generator], device) -> Callable[[torch.Tensor], torch.Tensor | None]:
+        """Per-image conditioning for generation: returns tokens_for(t). Draws only from each image's generator."""
+        return lambda t: None
+
+    def encode(self, x0: torch.Tensor) -> torch.Tensor:
+        return x0
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents
+
+    def components(self) -> dict[str, nn.Module]:
+        """Named parts saved as separate files; those in `sampling_components` are needed to generate."""
+        return {"unet": self.unet}
+
+    sampling_components: ClassVar[tuple[str, ...]] = ("unet",)
+
+    def record(self) -> dict[str, Any]:
+        """Method-specific fields for every result row (conditioning choices, encoders, ...)."""
+        return {
+            "conditioning": self.conditioning,
+            "num_train_timesteps": self.diffusion_cfg.num_train_timesteps,
+            "sampling_components": list(self.sampling_components),
+        }
+
+    # --- shared by every method ----------------------------------------------------------------------------------
+    def loss(self, x0: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator):
+        """L_simple on the (latent) image, plus the method's auxiliary loss with weight 1 (reference `train_loop`)."""
+        z0 = self.encode(x0)
+        z_t, t, noise = training_targets(self.train_scheduler, z0, generator)
+        tokens, aux_loss, logs = self.context(x0, labels, t)
+        eps = self.unet(z_t, t, tokens)
+        diffusion_loss = torch.nn.functional.mse_loss(eps.float(), noise.float())
+        total = diffusion_loss if aux_loss is None else diffusion_loss + aux_loss
+        logs = {"loss": total.detach(), "loss_diffusion": diffusion_loss.detach(), **{k: v.detach() for k, v in logs.items()}}
+        return total, logs
+
+    def forward(self, x0: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator):
+        """The training loss, as forward so that DistributedDataParallel (accelerate) can wrap the method."""
+        return self.loss(x0, labels, generator)
+
+    @torch.no_grad()
+    def sample(self, seeds, sampler: str, steps: int, eta: float = 0.0, batch_size: int = 64, device="cpu") -> np.ndarray:
+        self.eval()
+        shape = (self.latent_channels, self.latent_size, self.latent_size)
+        chunks = []
+        for chunk in batched(list(seeds), batch_size):
+            generators = image_generators(chunk)
+            x_T = initial_noise(shape, generators, device)  # first draw of every image's generator
+            tokens_for = self.sampling_context(generators, device)  # then its conditioning draws
+
+            def denoise(x_t, t):
+                return self.unet(x_t, t, tokens_for(t))
+
+            scheduler = make_sampler(sampler, self.diffusion_cfg)
+            latents = run_sampler(denoise, scheduler, x_T, steps, generators, eta)
+            chunks.append(to_uint8_images(self.decode(latents)))
+        return np.concatenate(chunks)

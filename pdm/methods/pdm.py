@@ -1,0 +1,164 @@
+"""PDM and s-PDM (arXiv 2508.09922): the U-Net conditioned on one prototype token through bottleneck cross-attention.
+
+Training (reference `PrototypeDiffusionModel.forward` + `train_loop`):
+    z = f_phi(x_0);  k* = argmin_k ||z - p_k|| (PDM) or k* = y (s-PDM)
+    token = p_k* + sinusoidal(t)[:d]                    (B, 1, d): one key/value for the cross-attention
+    L = ||eps - eps_theta(x_t, t, token)||^2 + L_proto  (weight 1)
+Gradients: the prototypes get them from both losses (through the token and through L_proto); f_phi only from L_proto,
+because the token is an index into the bank (argmin / label), never a function of z.
+
+Generation: the reference draws a new uniformly random prototype at every denoising step (`per_step_uniform`). The
+default here draws one prototype per image for the whole trajectory, from the prototypes' usage frequencies on the
+training set (`frequency`), or uniformly (`uniform`). s-PDM draws one label per image (uniform as the reference).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from pdm.config import ConfigError, ExperimentConfig
+from pdm.methods.base import DataInfo, Method
+from pdm.prototypes import (
+    FeatureEncoder,
+    PrototypeBank,
+    nearest_prototype,
+    sinusoidal_table,
+    supervised_prototype_loss,
+    unsupervised_prototype_loss,
+)
+
+FEATURE_ENCODER_MIN_RESOLUTION = 16  # f_phi halves four times
+
+
+class PDM(Method):
+    name = "pdm"
+    conditioning = "prototype"
+    cross_attention = True
+    sampling_components = ("unet", "prototypes")
+
+    @classmethod
+    def check_config(cls, cfg: ExperimentConfig, options: Mapping[str, Any]) -> None:
+        bottleneck = cfg.model.bottleneck_channels
+        dim = options.get("prototype_dim")
+        if dim is not None and dim != bottleneck:
+            raise ConfigError(
+                f"methods.{cls.name}.prototype_dim={dim} differs from the bottleneck channels {bottleneck} "
+                f"(model.block_out_channels[-1]); the prototype token is the cross-attention's key and value, so set "
+                f"prototype_dim to {bottleneck} or leave it out"
+            )
+        table = options.get("time_embed_dim")
+        if table is not None and table < bottleneck:
+            raise ConfigError(f"methods.{cls.name}.time_embed_dim={table} must be >= the prototype dimension {bottleneck}")
+        if cfg.data.resolution < FEATURE_ENCODER_MIN_RESOLUTION:
+            raise ConfigError(f"data.resolution={cfg.data.resolution}: f_phi needs at least {FEATURE_ENCODER_MIN_RESOLUTION}")
+
+    def __init__(self, cfg: ExperimentConfig, data: DataInfo):
+        super().__init__(cfg, data)
+        dim = cfg.model.bottleneck_channels
+        self.f_phi = FeatureEncoder(data.channels, dim)
+        self.bank = PrototypeBank(self.num_prototypes(data), dim)
+        # Sinusoidal embedding of t added to the prototype, table width truncated to d (reference `time_embed_dim`).
+        table = sinusoidal_table(self.diffusion_cfg.num_train_timesteps, self.options.get("time_embed_dim") or dim)
+        self.register_buffer("time_table", table[:, :dim].contiguous(), persistent=False)
+
+    def num_prototypes(self, data: DataInfo) -> int:
+        return self.options["num_prototypes"]
+
+    def token(self, index: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return (self.bank(index) + self.time_table[t]).unsqueeze(1)  # (B, 1, d)
+
+    def assign(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return nearest_prototype(z, self.bank.prototypes)
+
+    def prototype_loss(self, z: torch.Tensor, labels: torch.Tensor | None):
+        o = self.options
+        return unsupervised_prototype_loss(z, self.bank.prototypes, o["tau"], o["alpha"], o["beta"])
+
+    def context(self, x0, labels, t):
+        z = self.f_phi(x0)  # (B, d)
+        index = self.assign(z.detach(), labels)  # (B,)
+        aux, parts = self.prototype_loss(z, labels)
+        return self.token(index, t), aux, {"loss_prototype": aux, **{f"loss_{k}": v for k, v in parts.items()}}
+
+    @torch.no_grad()
+    def finalize(self, dataset) -> None:
+        """Count prototype usage on the training set with the final weights (f_phi in eval mode)."""
+        was_training = self.training
+        self.eval()
+        device = self.bank.usage_counts.device
+        counts = torch.zeros_like(self.bank.usage_counts)
+        for start in range(0, len(dataset), 256):
+            index = torch.arange(start, min(start + 256, len(dataset)))
+            labels = dataset.labels[index].to(device) if dataset.labels is not None else None
+            assigned = self.assign(self.f_phi(dataset.to_model_range(index).to(device)), labels)
+            counts += torch.bincount(assigned, minlength=len(counts)).to(counts.dtype)
+        self.bank.usage_counts.copy_(counts)
+        self.train(was_training)
+
+    def _sampling_mode(self) -> str:
+        return self.options["prototype_sampling"]
+
+    def sampling_context(self, generators, device):
+        mode = self._sampling_mode()
+        if mode == "frequency":
+            if self.bank.usage_counts.sum() <= 0:
+                raise RuntimeError(
+                    "prototype usage frequencies are missing from this checkpoint (finalize() never ran); "
+                    "re-train, or set prototype_sampling: uniform"
+                )
+            probs = self.bank.usage_counts.float().cpu() / self.bank.usage_counts.sum().cpu()
+        else:
+            probs = torch.ones(len(self.bank.usage_counts))
+
+        def draw() -> torch.Tensor:  # one draw per image, from that image's own generator
+            return torch.cat([torch.multinomial(probs, 1, generator=g) for g in generators]).to(device)
+
+        if mode == "per_step_uniform":  # reference quirk: a fresh random prototype at every denoising step
+            return lambda t: self.token(draw(), t)
+        index = draw()
+        return lambda t: self.token(index, t)
+
+    def components(self):
+        return {"unet": self.unet, "prototypes": self.bank, "f_phi": self.f_phi}
+
+    def record(self) -> dict[str, Any]:
+        used = int((self.bank.usage_counts > 0).sum())
+        return {
+            **super().record(),
+            "num_prototypes": int(self.bank.prototypes.shape[0]),
+            "prototype_dim": int(self.bank.prototypes.shape[1]),
+            "prototypes_used": used,
+            "prototype_sampling": self._sampling_mode(),
+        }
+
+
+class SupervisedPDM(PDM):
+    name = "spdm"
+    conditioning = "class-prototype"
+
+    @classmethod
+    def check_config(cls, cfg, options) -> None:
+        super().check_config(cfg, options)
+
+    def num_prototypes(self, data: DataInfo) -> int:
+        if data.num_classes < 1:
+            raise ConfigError("s-PDM needs class labels, and this dataset has none: use class sub-folders, or drop spdm")
+        k = self.options.get("num_prototypes") or data.num_classes
+        if k != data.num_classes:
+            raise ConfigError(f"methods.spdm.num_prototypes={k} must equal the number of classes ({data.num_classes})")
+        return k
+
+    def assign(self, z, labels):
+        return labels
+
+    def prototype_loss(self, z, labels):
+        return supervised_prototype_loss(z, self.bank.prototypes, labels, self.options["tau"], self.options["alpha"])
+
+    def _sampling_mode(self) -> str:
+        return {"uniform": "uniform", "frequency": "frequency"}[self.options["label_sampling"]]
+
+    def record(self):
+        return {**super().record(), "prototype_sampling": f"label-{self.options['label_sampling']}"}
+
