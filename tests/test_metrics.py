@@ -76,7 +76,7 @@ def test_converted_network_matches_torchscript():
     # fid-helper's TorchScript has no resize or normalisation inside: it wants float NCHW at 299x299 in
     # [-1, 0.9921875] (its INPUT_RANGE_TF), i.e. (x - 128) / 128 of uint8 x. torch-fidelity's network takes the
     # uint8 tensor, resizes to 299 (an identity at 299) and applies (x - 128) / 128 itself.
-    ts = torch.jit.load(str(inception.find_fid_helper_torchscript()), map_location="cpu").eval()
+    ts = inception.load_torchscript()
     net = inception.build_feature_extractor()
     g = torch.Generator().manual_seed(0)
     noise = torch.randint(0, 256, (2, 3, 299, 299), generator=g, dtype=torch.uint8)

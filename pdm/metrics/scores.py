@@ -46,7 +46,8 @@ def _validate_images(images, what="images", min_count=2) -> np.ndarray:
     if images.shape[-1] not in (1, 3):
         raise ValueError(f"{what} must have 1 (grey) or 3 (RGB) channels in the last axis, got shape {images.shape}")
     if images.shape[0] < min_count:
-        raise ValueError(f"{what}: need at least {min_count} images (FID needs a covariance), got {images.shape[0]}")
+        why = " (FID needs a covariance)" if min_count >= 2 else ""
+        raise ValueError(f"{what}: need at least {min_count} images{why}, got {images.shape[0]}")
     if images.shape[1] < 2 or images.shape[2] < 2:
         raise ValueError(f"{what} are too small to resize: shape {images.shape}")
     if images.shape[-1] == 1:

@@ -1,0 +1,163 @@
+"""Aggregate the per-job JSON records into tidy pandas tables (CSV, Markdown, LaTeX) and seaborn plots.
+
+Tables and plots read the concatenated records only (`results.csv`), never the jobs' internals.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pdm.io import atomic_path, read_json
+
+# column in the records -> column in the paper-style tables
+MAIN_COLUMNS = {
+    "method": "method",
+    "seed": "seed",
+    "fid": "FID",
+    "kid_mean": "KID",
+    "clean_fid": "clean-FID",
+    "is_mean": "IS",
+    "parameters_sampling": "params",
+    "train_seconds": "train s",
+    "sampling_images_per_second": "sample img/s",
+}
+EFFICIENCY_COLUMNS = {
+    "method": "method",
+    "seed": "seed",
+    "parameters_sampling": "params",
+    "weights_mib": "weights MiB",
+    "prototype_bank_kib": "prototype bank KiB",
+    "training_only_mib": "training-only MiB",
+    "external_memory_mib": "external memory MiB",
+    "stage1_seconds": "stage-1 s",
+    "train_seconds": "train s",
+    "device_hours": "device-hours",
+    "train_images_per_second": "train img/s",
+    "sampling_images_per_second": "sample img/s",
+    "peak_memory_mib": "peak memory MiB",
+}
+METHOD_ORDER = ["pdm", "spdm", "ddpm", "ldm", "rdm"]
+
+
+def load_records(paths) -> pd.DataFrame:
+    rows = []
+    for path in paths:
+        record = read_json(path)
+        versions = record.pop("versions", {})
+        rows.append({**record, **{f"version_{k}": v for k, v in versions.items()}})
+    frame = pd.DataFrame(rows)
+    for column, unit, scale in (("weights", "mib", 2**20), ("prototype_bank", "kib", 2**10),
+                                ("training_only", "mib", 2**20), ("external_memory", "mib", 2**20), ("peak_memory", "mib", 2**20)):
+        if f"{column}_bytes" in frame:
+            frame[f"{column}_{unit}"] = frame[f"{column}_bytes"] / scale
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    return frame.sort_values(["method", "seed"], key=lambda c: c.map(order).fillna(99) if c.name == "method" else c)
+
+
+def summarise(frame: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
+    """Per-seed rows plus a mean and a std row per method (numeric columns only)."""
+    table = frame[[c for c in columns if c in frame]].rename(columns=columns)
+    numeric = [c for c in table.columns if c not in ("method", "seed") and pd.api.types.is_numeric_dtype(table[c])]
+    stats = table.groupby("method", sort=False)[numeric].agg(["mean", "std"])
+    summary = []
+    for method in table["method"].unique():
+        for stat in ("mean", "std"):
+            summary.append({"method": method, "seed": stat, **{c: stats.loc[method, (c, stat)] for c in numeric}})
+    table = table.astype({"seed": str})
+    return pd.concat([table, pd.DataFrame(summary)], ignore_index=True)
+
+
+def _markdown(table: pd.DataFrame, note: str) -> str:
+    """Per-seed rows, then one 'mean ± std' row per method; missing values say so."""
+    per_seed = table[~table["seed"].isin(["mean", "std"])]
+    means = table[table["seed"] == "mean"].set_index("method")
+    stds = table[table["seed"] == "std"].set_index("method")
+    rows = [per_seed.map(_fmt)]
+    merged = means.copy().astype(object)
+    for col in means.columns:
+        if col == "seed":
+            continue
+        merged[col] = [f"{_fmt(m)} ± {_fmt(s)}" if pd.notna(s) else _fmt(m) for m, s in zip(means[col], stds[col])]
+    merged["seed"] = "mean ± std"
+    rows.append(merged.reset_index()[per_seed.columns])
+    return pd.concat(rows, ignore_index=True).to_markdown(index=False) + f"\n\n{note}\n"
+
+
+def _fmt(value) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "missing"
+    if isinstance(value, (int, np.integer)) or float(value).is_integer() and abs(value) >= 100:
+        return f"{int(value):,}"
+    return f"{value:.4g}"
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def report(record_paths, tables_dir, plots_dir, samples_root=None) -> pd.DataFrame:
+    tables_dir, plots_dir = Path(tables_dir), Path(plots_dir)
+    frame = load_records(record_paths)
+    with atomic_path(tables_dir / "results.csv") as tmp:
+        frame.to_csv(tmp, index=False)
+
+    is_note = ""
+    if "is_missing" in frame and frame["is_missing"].notna().any():
+        is_note = f"IS missing: {frame['is_missing'].dropna().iloc[0]}"
+    extractor = f"Scores: {frame['extractor'].iloc[0]} (weights sha256 {str(frame['extractor_weights_sha256'].iloc[0])[:12]}…), " \
+                f"{int(frame['num_samples'].iloc[0])} samples vs {int(frame['num_real'].iloc[0])} real images. KID is the mean over subsets."
+    for name, columns, note in (("main", MAIN_COLUMNS, f"{extractor} {is_note}".strip()),
+                                ("efficiency", EFFICIENCY_COLUMNS, "Storage is measured from the files on disk (MiB = 2^20 bytes); training-only = f_phi, not needed to generate.")):
+        table = summarise(frame, columns)
+        with atomic_path(tables_dir / f"{name}.csv") as tmp:
+            table.to_csv(tmp, index=False)
+        _write_text(tables_dir / f"{name}.md", _markdown(table, note))
+        _write_text(tables_dir / f"{name}.tex", table.to_latex(index=False, float_format="%.4g", na_rep="--"))
+    plot_all(frame, plots_dir, samples_root)
+    return frame
+
+
+def plot_all(frame: pd.DataFrame, plots_dir: Path, samples_root: str | Path | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    sns.set_theme(style="whitegrid")
+    metrics = [(c, label) for c, label in (("fid", "FID ↓"), ("kid_mean", "KID ↓"), ("clean_fid", "clean-FID ↓")) if c in frame]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2))
+    for ax, (column, label) in zip(np.atleast_1d(axes), metrics):
+        sns.barplot(data=frame, x="method", y=column, ax=ax, errorbar="sd", hue="method", legend=False)
+        sns.stripplot(data=frame, x="method", y=column, ax=ax, color="black", size=4)
+        ax.set(title=label, xlabel="", ylabel="")
+    fig.tight_layout()
+    _save_figure(fig, plots_dir / "fid_comparison.png")
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    cost = frame.assign(total_mb=(frame["weights_bytes"] + frame["external_memory_bytes"]) / 2**20)
+    sns.scatterplot(data=cost, x="device_hours", y="fid", hue="method", size="total_mb", sizes=(40, 400), ax=ax)
+    ax.set(xlabel="device-hours (stage 1 + training)", ylabel="FID ↓", title="quality vs cost (size: weights + memory, MB)")
+    fig.tight_layout()
+    _save_figure(fig, plots_dir / "fid_vs_cost.png")
+
+    if samples_root is not None:
+        for method, seed in frame[["method", "seed"]].itertuples(index=False):
+            grid = Path(samples_root) / method / f"seed{seed}" / "grid.png"
+            if grid.exists():
+                with atomic_path(plots_dir / f"samples_{method}_seed{seed}.png") as tmp:
+                    shutil.copyfile(grid, tmp)
+    plt.close("all")
+
+
+def _save_figure(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
