@@ -63,7 +63,10 @@ def load_trained(cfg, method_name: str, model_dir: str | Path, device="cpu"):
 
 
 def save_training_state(directory: Path, model_state: dict, ema_state: dict | None, optim_state: dict, progress: dict) -> None:
-    """Write a resumable checkpoint into a fresh folder, then swap it in, so a crash leaves the previous one intact."""
+    """Write a resumable checkpoint into a fresh folder, then swap it in, so a crash leaves the previous one intact.
+
+    optim_state holds the optimizer's and LR schedule's state dicts: {"optimizer": ..., "lr_schedule": ...}.
+    """
     from pdm.io import write_json
 
     directory = Path(directory)
@@ -71,7 +74,7 @@ def save_training_state(directory: Path, model_state: dict, ema_state: dict | No
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(staging / "model.safetensors"))
-    torch.save({"optimizer": optim_state, "ema": ema_state}, staging / "optimizer.pt")
+    torch.save({**optim_state, "ema": ema_state}, staging / "optimizer.pt")
     write_json(staging / "progress.json", progress)
     old = directory.with_name(directory.name + ".old")
     if directory.exists():

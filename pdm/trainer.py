@@ -115,9 +115,8 @@ def _train(cfg: ExperimentConfig, method_name: str, seed: int, model_dir: Path, 
         optimizer.load_state_dict(rest["optimizer"])
         if ema is not None:
             ema.load_state_dict(rest["ema"])
+        lr_schedule.load_state_dict(rest["lr_schedule"])
         step, train_seconds = progress["step"], progress["train_seconds"]
-        for _ in range(step):
-            lr_schedule.step()
         log.info("resumed from step %d", step)
 
     stream = BatchStream(dataset, tc.batch_size, seed, hflip=cfg.data.hflip)
@@ -161,7 +160,7 @@ def _train(cfg: ExperimentConfig, method_name: str, seed: int, model_dir: Path, 
             break
         if step % tc.checkpoint_every == 0 and step < tc.steps and accelerator.is_main_process:
             save_training_state(checkpoint_dir, method.state_dict(), ema.state_dict() if ema else None,
-                                optimizer.state_dict(), {"step": step, "train_seconds": train_seconds, "config_hash": cfg.hash})
+                                {"optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict()}, {"step": step, "train_seconds": train_seconds, "config_hash": cfg.hash})
     bar.close()
     accelerator.wait_for_everyone()
 

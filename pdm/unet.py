@@ -40,6 +40,8 @@ class ConditionedUNet(nn.Module):
 
     def _cross_attend(self, module: nn.Module, args: tuple) -> tuple:
         sample, *rest = args
+        if self._context is None:
+            raise RuntimeError("the bottleneck cross-attention needs context: call ConditionedUNet(x_t, t, context)")
         b, c, h, w = sample.shape
         query = sample.flatten(2).transpose(1, 2)  # (B, HW, C)
         context = self._context.to(sample.dtype)  # (B, N, C)

@@ -19,7 +19,7 @@ from pdm.metrics import inception, scores
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-N_PER_SET = 32
+N_PER_SET = 24
 
 
 @pytest.fixture(scope="session", autouse=True)

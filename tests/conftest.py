@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny configs (from config/ci.yaml), CPU only, no network."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One thread: on a busy 2-core machine, OpenMP threads competing for cores slow small ops by 10x or more.
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+@pytest.fixture
+def ci_raw() -> dict:
+    return yaml.safe_load((REPO / "config" / "ci.yaml").read_text())
+
+
+@pytest.fixture
+def make_cfg(ci_raw):
+    """make_cfg(**overrides) -> ExperimentConfig built from config/ci.yaml with nested overrides merged in."""
+    from pdm.config import resolve_config
+
+    def build(override: dict | None = None, replace_methods: dict | None = None):
+        raw = _merge(ci_raw, override or {})
+        if replace_methods is not None:
+            raw["methods"] = replace_methods
+        return resolve_config(raw)
+
+    return build
+
+
+@pytest.fixture
+def tiny_data():
+    """16 synthetic 16x16 one-channel images in 4 classes: fast and independent of any download."""
+    from pdm.data import ImageDataset
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (16, 1, 16, 16), generator=generator, dtype=torch.uint8)
+    return ImageDataset("tiny", images, torch.arange(16) % 4, ("a", "b", "c", "d"))

@@ -1,0 +1,98 @@
+"""Bad config and data give one clear error each, before any training starts."""
+
+import pytest
+
+from pdm.cli import main, preflight
+from pdm.config import ConfigError, load_config, resolve_config
+from pdm.data import DataError
+
+
+def expect(raw, *fragments):
+    with pytest.raises((ConfigError, DataError)) as info:
+        preflight(resolve_config(raw))
+    for fragment in fragments:
+        assert fragment in str(info.value), str(info.value)
+
+
+def test_defaults_fill_in_and_hash_is_stable(ci_raw):
+    a, b = resolve_config(ci_raw), resolve_config(ci_raw)
+    assert a.hash == b.hash and a.train.grad_clip == 1.0 and a.methods["pdm"]["tau"] == 1.0
+    assert "ldm" not in a.methods  # listing methods is opt-in; defaults never add one
+
+
+def test_shipped_configs_are_valid():
+    from conftest import REPO
+
+    for path in sorted((REPO / "config").rglob("*.yaml")):
+        assert load_config(path).experiment
+
+
+def test_unknown_method(ci_raw):
+    ci_raw["methods"]["pdn"] = {}
+    expect(ci_raw, "unknown method 'pdn'", "did you mean 'pdm'")
+
+
+def test_unknown_dataset(ci_raw):
+    ci_raw["data"]["dataset"] = "cifar11"
+    expect(ci_raw, "unknown dataset 'cifar11'", "digits")
+
+
+def test_misspelled_key(ci_raw):
+    ci_raw["train"]["stpes"] = ci_raw["train"].pop("steps")
+    expect(ci_raw, "train", "unknown key 'stpes'", "did you mean 'steps'")
+
+
+def test_missing_required_key(ci_raw):
+    del ci_raw["data"]["dataset"]
+    expect(ci_raw, "'dataset' is a required property")
+
+
+@pytest.mark.parametrize("budget", [0, -5])
+def test_non_positive_budget(ci_raw, budget):
+    ci_raw["train"]["steps"] = budget
+    expect(ci_raw, "train.steps", "minimum of 1")
+
+
+def test_k_below_one(ci_raw):
+    ci_raw["methods"]["pdm"]["num_prototypes"] = 0
+    expect(ci_raw, "methods.pdm.num_prototypes", "minimum of 1")
+
+
+def test_prototype_dim_differs_from_bottleneck(ci_raw):
+    ci_raw["methods"]["pdm"]["prototype_dim"] = 48
+    expect(ci_raw, "prototype_dim=48", "bottleneck channels 32")
+
+
+def test_empty_image_folder(ci_raw, tmp_path):
+    ci_raw["data"] = {"dataset": "imagefolder", "root": str(tmp_path)}
+    expect(ci_raw, "no images under", str(tmp_path))
+
+
+def test_unreadable_image(ci_raw, tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    ci_raw["data"] = {"dataset": "imagefolder", "root": str(tmp_path)}
+    expect(ci_raw, "cannot read image", "broken.png")
+
+
+def test_imagefolder_with_classes_loads(ci_raw, tmp_path):
+    from PIL import Image
+
+    from pdm.data import load_dataset
+
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            Image.new("RGB", (20, 24), (i * 40, 10, 200)).save(tmp_path / name / f"{i}.png")
+    cfg = resolve_config({**ci_raw, "data": {"dataset": "imagefolder", "root": str(tmp_path), "channels": 3}})
+    dataset = load_dataset(cfg.data)
+    assert dataset.images.shape == (6, 3, 16, 16) and dataset.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert dataset.class_names == ("cat", "dog")
+
+
+def test_cli_reports_errors_without_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experiment: x\ndata: {dataset: digits}\nmethods: {pdm: {num_prototypes: 0}}\n")
+    assert main(["validate", "--config", str(bad)]) == 2
+    assert "num_prototypes" in capsys.readouterr().err
+    assert main(["validate", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
