@@ -17,6 +17,19 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_network():
+    """No test may touch the network: any socket connection in this process fails loudly."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("tests must not touch the network")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", refuse)
+        yield
+
+
 def _merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():

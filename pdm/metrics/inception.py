@@ -243,5 +243,5 @@ def logits_weights_status(allow_download=False, timeout_s=20.0) -> tuple[pathlib
 
 
 def logits_weights_path(allow_download=False) -> pathlib.Path | None:
-    """torch-fidelity's own weights file (with logits) if present locally; None otherwise (see logits_weights_status)."""
+    """torch-fidelity's own weights file (with logits) if present locally, else None (reason: logits_weights_status)."""
     return logits_weights_status(allow_download=allow_download)[0]
