@@ -5,6 +5,7 @@
 # Results land in results/{experiment}/ (see results/README.md).
 from pdm.cli import preflight
 from pdm.config import resolve_config
+from pdm.methods.registry import get_method_class
 
 if not config:  # only when no --configfile was given, so a config never inherits stray keys from the default
     configfile: "config/default.yaml"

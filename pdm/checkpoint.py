@@ -57,7 +57,10 @@ def load_trained(cfg, method_name: str, model_dir: str | Path, device="cpu"):
             f"{model_dir} was trained with config hash {record['config_hash']}, this config is {cfg.hash}; "
             "re-run training (snakemake does this when the config changes) or pass the matching config"
         )
+    from pdm.trainer import load_stage1
+
     method = get_method_class(method_name)(cfg, DataInfo(**record["data_info"]))
+    load_stage1(method, record.get("stage1_dir"))
     load_components(method, model_dir)
     return method.to(device), record
 

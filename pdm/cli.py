@@ -1,7 +1,8 @@
 """`pdm-bench`: the steps the workflow runs, one subcommand each (the Snakemake rules call the same functions).
 
     pdm-bench validate --config config/default.yaml
-    pdm-bench train    --config C --method pdm --seed 0 --out results/default/models/pdm/seed0
+    pdm-bench stage1   --config C --method ldm --seed 0 --out results/default/stage1/ldm/seed0
+    pdm-bench train    --config C --method pdm --seed 0 --out results/default/models/pdm/seed0 [--stage1-dir ...]
     pdm-bench sample   --config C --method pdm --seed 0 --model-dir ... --out results/default/samples/pdm/seed0
     pdm-bench refstats --config C --out results/default/refstats/digits_inception.npz
     pdm-bench evaluate --config C --method pdm --seed 0 --model-dir ... --samples-dir ... --refstats ... --out m.json
@@ -38,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     seed = ("--seed", {"type": int, "required": True})
     out = ("--out", {"required": True})
     command("validate", "check a config and its data without running anything")
-    command("train", "train one method for one seed", method, seed, out)
+    command("stage1", "run a method's stage 1 (LDM autoencoder, RDM database + index)", method, seed, out)
+    command("train", "train one method for one seed", method, seed, out,
+            ("--stage1-dir", {"default": None, "help": "stage-1 folder, for methods with a stage 1"}))
     command("sample", "generate the evaluation samples", method, seed, ("--model-dir", {"required": True}), out)
     command("refstats", "compute reference statistics of the real images", out)
     command("evaluate", "score samples and write one result record", method, seed, ("--model-dir", {"required": True}),
@@ -59,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.command == "validate":
             print(f"{args.config}: valid (experiment {cfg.experiment}, methods {', '.join(cfg.methods)}, hash {cfg.hash})")
+        elif args.command == "stage1":
+            steps.stage1_step(cfg, args.method, args.seed, args.out)
         elif args.command == "train":
-            steps.train_step(cfg, args.method, args.seed, args.out)
+            steps.train_step(cfg, args.method, args.seed, args.out, args.stage1_dir)
         elif args.command == "sample":
             steps.sample_step(cfg, args.method, args.seed, args.model_dir, args.out)
         elif args.command == "refstats":

@@ -34,6 +34,7 @@ class DataConfig:
     channels: int
     hflip: bool
     max_images: int | None
+    holdout_fraction: float
 
 
 @dataclass(frozen=True)

@@ -102,15 +102,30 @@ def load_imagefolder(cfg: DataConfig) -> ImageDataset:
 DATASETS: dict[str, Callable[[DataConfig], ImageDataset]] = {"digits": load_digits, "imagefolder": load_imagefolder}
 
 
-def load_dataset(cfg: DataConfig) -> ImageDataset:
+def _subset(dataset: ImageDataset, index: torch.Tensor) -> ImageDataset:
+    labels = dataset.labels[index] if dataset.labels is not None else None
+    return ImageDataset(dataset.name, dataset.images[index], labels, dataset.class_names)
+
+
+def load_dataset(cfg: DataConfig, split: str = "train") -> ImageDataset:
+    """The 'train' split (every method trains on it; reference statistics come from it) or the 'holdout' split.
+
+    The holdout is a fixed (seed 0) random `holdout_fraction` of the images, never trained on: it measures the
+    autoencoder's reconstructions on unseen images.
+    """
     if cfg.dataset not in DATASETS:
         raise ConfigError(f"data.dataset: unknown dataset '{cfg.dataset}'; known datasets: {', '.join(sorted(DATASETS))}")
+    if split not in ("train", "holdout"):
+        raise ValueError(f"split must be 'train' or 'holdout', not {split!r}")
     dataset = DATASETS[cfg.dataset](cfg)
     if cfg.max_images and len(dataset) > cfg.max_images:
-        keep = slice(0, cfg.max_images)
-        labels = dataset.labels[keep] if dataset.labels is not None else None
-        dataset = ImageDataset(dataset.name, dataset.images[keep], labels, dataset.class_names)
-    return dataset
+        dataset = _subset(dataset, torch.arange(cfg.max_images))
+    held = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[: round(len(dataset) * cfg.holdout_fraction)]
+    if split == "holdout":
+        return _subset(dataset, held.sort().values)
+    keep = torch.ones(len(dataset), dtype=torch.bool)
+    keep[held] = False
+    return _subset(dataset, keep.nonzero().squeeze(1))
 
 
 def check_data_config(cfg: DataConfig) -> None:

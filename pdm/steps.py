@@ -52,10 +52,29 @@ def save_grid(path: Path, images: np.ndarray, nrow: int = 8) -> None:
         picture.save(tmp, format="PNG")
 
 
-def train_step(cfg: ExperimentConfig, method: str, seed: int, model_dir: str | Path) -> dict:
+def stage1_step(cfg: ExperimentConfig, method: str, seed: int, out_dir: str | Path) -> dict:
+    """Run a method's stage 1 (LDM autoencoder, RDM database + index) and write out_dir/stage1.json."""
+    import torch
+
+    from pdm.methods.registry import get_method_class
+    from pdm.trainer import resolve_device, versions
+
+    method_class = get_method_class(method)
+    if not method_class.has_stage1:
+        raise ValueError(f"method '{method}' has no stage 1; only methods with one (e.g. ldm, rdm) need this step")
+    if resolve_device(cfg) == "cpu":
+        torch.set_num_threads(cfg.threads_per_job)
+    torch.manual_seed(seed)
+    record = method_class.run_stage1(cfg, seed, Path(out_dir))
+    record = {"method": method, "seed": seed, "config_hash": cfg.hash, **record, "versions": versions()}
+    write_json(Path(out_dir) / "stage1.json", record)
+    return record
+
+
+def train_step(cfg: ExperimentConfig, method: str, seed: int, model_dir: str | Path, stage1_dir=None) -> dict:
     from pdm.trainer import train
 
-    return train(cfg, method, seed, model_dir)
+    return train(cfg, method, seed, model_dir, stage1_dir=stage1_dir)
 
 
 def sample_step(cfg: ExperimentConfig, method: str, seed: int, model_dir: str | Path, out_dir: str | Path) -> dict:
@@ -100,13 +119,19 @@ def refstats_step(cfg: ExperimentConfig, out_path: str | Path) -> dict:
 
 
 def storage(model_dir: Path, train_record: dict) -> dict:
-    """Bytes on disk: weights needed to generate, training-only weights, and external memory (RDM's database)."""
+    """Bytes on disk: weights needed to generate, training-only weights, and external memory (RDM's database).
+
+    Stage-1 files count as weights when generation needs them (LDM's autoencoder) and as external memory when they
+    are a database, an index or a frozen encoder (RDM).
+    """
     sampling = set(train_record["method_record"].get("sampling_components", ()))
     sizes = {p.stem: p.stat().st_size for p in Path(model_dir).glob("*.safetensors")}
-    external = train_record.get("stage1", {}).get("external_files", {})
-    external_bytes = sum((Path(model_dir) / f).stat().st_size for f in external.values())
+    stage1, stage1_dir = train_record.get("stage1") or {}, Path(train_record.get("stage1_dir") or ".")
+    stage1_weights = sum((stage1_dir / f).stat().st_size for f in stage1.get("sampling_files", []))
+    external_bytes = sum((stage1_dir / f).stat().st_size for f in stage1.get("external_files", []))
     return {
-        "weights_bytes": sum(v for k, v in sizes.items() if not sampling or k in sampling),
+        "weights_bytes": sum(v for k, v in sizes.items() if not sampling or k in sampling) + stage1_weights,
+        "stage1_weights_bytes": stage1_weights,
         "training_only_bytes": sum(v for k, v in sizes.items() if sampling and k not in sampling),
         "prototype_bank_bytes": sizes.get("prototypes", 0),
         "external_memory_bytes": external_bytes,

@@ -27,7 +27,7 @@ from pdm import __version__
 from pdm.checkpoint import load_training_state, save_components, save_training_state
 from pdm.config import ExperimentConfig
 from pdm.data import BatchStream, load_dataset
-from pdm.io import write_json
+from pdm.io import read_json, write_json
 from pdm.methods.base import DataInfo
 from pdm.methods.registry import get_method_class
 
@@ -61,19 +61,36 @@ def _file_logger(path: Path) -> logging.Handler:
     return handler
 
 
-def train(cfg: ExperimentConfig, method_name: str, seed: int, model_dir: str | Path, resume: bool = True) -> dict:
-    """Train `method_name` under the experiment budget; writes weights + train.json into model_dir, returns the record."""
+def load_stage1(method, stage1_dir) -> dict:
+    """Attach a method's stage-1 outputs and return their record ({} for methods without a stage 1)."""
+    if not method.has_stage1:
+        return {}
+    if stage1_dir is None:
+        raise ValueError(f"{method.name} needs its stage-1 outputs: run `pdm-bench stage1` first and pass --stage1-dir")
+    record_path = Path(stage1_dir) / "stage1.json"
+    if not record_path.exists():
+        raise FileNotFoundError(f"{record_path} is missing; run `pdm-bench stage1 --method {method.name}` first")
+    method.prepare(Path(stage1_dir))
+    return read_json(record_path)
+
+
+def train(cfg: ExperimentConfig, method_name: str, seed: int, model_dir: str | Path, resume: bool = True,
+          stage1_dir: str | Path | None = None) -> dict:
+    """Train `method_name` under the experiment budget; writes weights + train.json into model_dir, returns the record.
+
+    Methods with a stage 1 (LDM, RDM) need the folder that `pdm-bench stage1` wrote: stage1_dir.
+    """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     handler = _file_logger(model_dir / "train.log")
     try:
-        return _train(cfg, method_name, seed, model_dir, resume)
+        return _train(cfg, method_name, seed, model_dir, resume, stage1_dir)
     finally:
         logging.getLogger("pdm").removeHandler(handler)
         handler.close()
 
 
-def _train(cfg: ExperimentConfig, method_name: str, seed: int, model_dir: Path, resume: bool) -> dict:
+def _train(cfg: ExperimentConfig, method_name: str, seed: int, model_dir: Path, resume: bool, stage1_dir) -> dict:
     tc = cfg.train
     device = resolve_device(cfg)
     accelerator = Accelerator(mixed_precision=tc.mixed_precision, cpu=device == "cpu")
@@ -85,20 +102,20 @@ def _train(cfg: ExperimentConfig, method_name: str, seed: int, model_dir: Path, 
 
     dataset = load_dataset(cfg.data)
     torch.manual_seed(seed)  # same seed -> same initial U-Net for every method
-    method = get_method_class(method_name)(cfg, DataInfo.of(dataset)).to(accelerator.device)
+    method = get_method_class(method_name)(cfg, DataInfo.of(dataset))
     log.info("training %s seed %d on %s x%d: %d parameters, config %s", method_name, seed, device, world,
              sum(p.numel() for p in method.parameters()), cfg.hash)
 
-    started = time.perf_counter()
-    stage1 = method.prepare(dataset, model_dir)  # stage 1 (LDM autoencoder, RDM index); its time counts in the cost
-    stage1_seconds = time.perf_counter() - started
+    stage1 = load_stage1(method, stage1_dir)  # frozen stage-1 outputs; their time counts in this method's cost
+    method.to(accelerator.device)
+    trainable = [p for p in method.parameters() if p.requires_grad]  # stage-1 networks stay frozen
 
-    optimizer = torch.optim.AdamW(method.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+    optimizer = torch.optim.AdamW(trainable, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
     if tc.lr_schedule == "cosine":
         lr_schedule = get_cosine_schedule_with_warmup(optimizer, tc.warmup_steps, tc.steps)
     else:
         lr_schedule = get_constant_schedule_with_warmup(optimizer, tc.warmup_steps)
-    ema = EMAModel(method.parameters(), decay=tc.ema_decay) if tc.ema_decay is not None else None
+    ema = EMAModel(trainable, decay=tc.ema_decay) if tc.ema_decay is not None else None
     model, optimizer = accelerator.prepare(method, optimizer)
 
     checkpoint_dir = model_dir / "checkpoint"
@@ -143,7 +160,7 @@ def _train(cfg: ExperimentConfig, method_name: str, seed: int, model_dir: Path, 
         lr_schedule.step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
-            ema.step(method.parameters())
+            ema.step(trainable)
         step += 1
 
         for key, value in logs.items():
@@ -165,7 +182,7 @@ def _train(cfg: ExperimentConfig, method_name: str, seed: int, model_dir: Path, 
     accelerator.wait_for_everyone()
 
     if ema is not None:
-        ema.copy_to(method.parameters())  # the saved and evaluated weights are the EMA weights
+        ema.copy_to(trainable)  # the saved and evaluated weights are the EMA weights
     method.finalize(dataset)
     record = {
         "experiment": cfg.experiment,
@@ -184,11 +201,13 @@ def _train(cfg: ExperimentConfig, method_name: str, seed: int, model_dir: Path, 
         "num_processes": world,
         "mixed_precision": tc.mixed_precision,
         "stage1": stage1,
-        "stage1_seconds": stage1_seconds,
+        "stage1_dir": str(stage1_dir) if stage1_dir is not None else None,
+        "stage1_seconds": stage1.get("seconds", 0.0),
         "train_seconds": train_seconds,
         "train_images_per_second": step * tc.batch_size / max(train_seconds, 1e-9),
-        "device_hours": (stage1_seconds + train_seconds) * world / 3600.0,
+        "device_hours": (stage1.get("seconds", 0.0) + train_seconds) * world / 3600.0,
         "parameters_total": sum(p.numel() for p in method.parameters()),
+        "parameters_trained": sum(p.numel() for p in trainable),
         "parameters_sampling": sum(p.numel() for n, c in method.components().items()
                                    if n in method.sampling_components for p in c.parameters()),
         **peak_memory(device),

@@ -1,6 +1,7 @@
 """Bad config and data give one clear error each, before any training starts."""
 
 import pytest
+import torch
 
 from pdm.cli import main, preflight
 from pdm.config import ConfigError, load_config, resolve_config
@@ -83,7 +84,7 @@ def test_imagefolder_with_classes_loads(ci_raw, tmp_path):
         (tmp_path / name).mkdir()
         for i in range(3):
             Image.new("RGB", (20, 24), (i * 40, 10, 200)).save(tmp_path / name / f"{i}.png")
-    cfg = resolve_config({**ci_raw, "data": {"dataset": "imagefolder", "root": str(tmp_path), "channels": 3}})
+    cfg = resolve_config({**ci_raw, "data": {"dataset": "imagefolder", "root": str(tmp_path), "channels": 3, "holdout_fraction": 0.0}})
     dataset = load_dataset(cfg.data)
     assert dataset.images.shape == (6, 3, 16, 16) and dataset.labels.tolist() == [0, 0, 0, 1, 1, 1]
     assert dataset.class_names == ("cat", "dog")
@@ -96,3 +97,14 @@ def test_cli_reports_errors_without_traceback(tmp_path, capsys):
     assert "num_prototypes" in capsys.readouterr().err
     assert main(["validate", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_holdout_split_is_disjoint_and_fixed(ci_raw):
+    from pdm.data import load_dataset
+
+    cfg = resolve_config({**ci_raw, "data": {"dataset": "digits", "holdout_fraction": 0.25, "max_images": 40}})
+    train, held = load_dataset(cfg.data), load_dataset(cfg.data, "holdout")
+    assert (len(train), len(held)) == (30, 10)
+    flat = lambda d: {bytes(img.numpy()) for img in d.images}  # noqa: E731
+    assert not flat(train) & flat(held)
+    assert torch.equal(load_dataset(cfg.data, "holdout").images, held.images)

@@ -5,7 +5,6 @@ small and the expensive pieces (conversion, reference statistics) are computed o
 """
 
 import json
-import os
 import pathlib
 import time
 

@@ -1,6 +1,7 @@
 """The protocol every method implements; the trainer, sampler driver and evaluation only talk to this.
 
-    prepare(dataset, workdir)  stage 1 (an autoencoder, a retrieval database); its cost is accounted by the caller
+    run_stage1(cfg, seed, out_dir)  stage 1 as its own workflow job (an autoencoder, a retrieval database + index)
+    prepare(stage1_dir)        load the frozen stage-1 outputs, before training and before sampling
     loss(x0, labels, generator) -> (loss, logs)
     finalize(dataset)          after training, e.g. prototype usage frequencies on the training set
     sample(seeds, ...) -> uint8 images (N, H, W, C), image i a function of seeds[i] alone
@@ -39,6 +40,7 @@ class Method(nn.Module):
     name: ClassVar[str]
     conditioning: ClassVar[str] = "none"
     cross_attention: ClassVar[bool] = False
+    has_stage1: ClassVar[bool] = False
 
     def __init__(self, cfg: ExperimentConfig, data: DataInfo):
         super().__init__()
@@ -61,8 +63,19 @@ class Method(nn.Module):
     def latent_size(self) -> int:
         return self.data.resolution
 
-    def prepare(self, dataset, workdir) -> dict[str, Any]:
-        return {}
+    @classmethod
+    def run_stage1(cls, cfg: ExperimentConfig, seed: int, out_dir) -> dict[str, Any]:
+        """Stage 1, run by its own workflow job before training: fit what the method needs and write it to out_dir.
+
+        Returns the stage-1 record (written as out_dir/stage1.json by the caller), with at least
+          "seconds": wall time of the stage (it counts in the method's device-hours),
+          "sampling_files": files (relative to out_dir, or absolute) needed to generate, counted as weights,
+          "external_files": files that are external memory (database, index, frozen encoder weights).
+        """
+        raise NotImplementedError(f"{cls.name} has no stage 1")
+
+    def prepare(self, stage1_dir) -> None:
+        """Load the frozen stage-1 outputs from stage1_dir (only for methods with has_stage1)."""
 
     def finalize(self, dataset) -> None:
         pass
