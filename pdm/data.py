@@ -164,8 +164,8 @@ class BatchStream:
             self._epoch, self._order = epoch, torch.randperm(len(self.dataset), generator=generator)
         return self._order[position * self.batch_size : (position + 1) * self.batch_size]
 
-    def batch(self, step: int, rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x_0 in [-1, 1] (B, C, H, W) and labels (B,) for this step; with several processes, this rank's share."""
+    def batch(self, step: int, rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """x_0 in [-1, 1] (B, C, H, W), labels (B,) and dataset positions (B,) for this step (this rank's share)."""
         index = self.indices(step)
         index = index[rank::world_size]
         x0 = self.dataset.to_model_range(index)
@@ -174,4 +174,4 @@ class BatchStream:
             flip = flip[rank::world_size] < 0.5
             x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
         labels = self.dataset.labels[index] if self.dataset.labels is not None else None
-        return x0, labels
+        return x0, labels, index

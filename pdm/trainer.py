@@ -145,12 +145,12 @@ def _train(cfg: ExperimentConfig, method_name: str, seed: int, model_dir: Path, 
     model.train()
     loop_started = time.perf_counter() - train_seconds
     while step < tc.steps:
-        x0, labels = stream.batch(step, rank, world)
+        x0, labels, index = stream.batch(step, rank, world)
         x0 = x0.to(accelerator.device)
         labels = labels.to(accelerator.device) if labels is not None else None
         generator = torch.Generator(accelerator.device).manual_seed((seed * 1_000_003 + step) * 64 + rank)
         with accelerator.autocast():
-            loss, logs = model(x0, labels, generator)
+            loss, logs = model(x0, labels, generator, index.to(accelerator.device))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{method_name}: loss became {loss.item()} at step {step}; lower train.lr or enable grad_clip")
         accelerator.backward(loss)

@@ -2,7 +2,7 @@
 
     run_stage1(cfg, seed, out_dir)  stage 1 as its own workflow job (an autoencoder, a retrieval database + index)
     prepare(stage1_dir)        load the frozen stage-1 outputs, before training and before sampling
-    loss(x0, labels, generator) -> (loss, logs)
+    loss(x0, labels, generator, index) -> (loss, logs)   index: the batch's positions in the training split
     finalize(dataset)          after training, e.g. prototype usage frequencies on the training set
     sample(seeds, ...) -> uint8 images (N, H, W, C), image i a function of seeds[i] alone
     components()               the named parts saved as safetensors; storage is measured from those files
@@ -80,18 +80,23 @@ class Method(nn.Module):
     def finalize(self, dataset) -> None:
         pass
 
-    def context(self, x0: torch.Tensor, labels: torch.Tensor | None, t: torch.Tensor):
-        """Training-time conditioning tokens (B, N, C) and an auxiliary loss with its logs; none by default."""
+    def context(self, x0: torch.Tensor, labels: torch.Tensor | None, t: torch.Tensor, index: torch.Tensor | None = None):
+        """Training-time conditioning tokens (B, N, C) and an auxiliary loss with its logs; none by default.
+
+        index holds the batch images' positions in the training split (RDM looks up their precomputed neighbours).
+        """
         return None, None, {}
 
     def sampling_context(self, generators: list[torch.Generator], device) -> Callable[[torch.Tensor], torch.Tensor | None]:
         """Per-image conditioning for generation: returns tokens_for(t). Draws only from each image's generator."""
         return lambda t: None
 
-    def encode(self, x0: torch.Tensor) -> torch.Tensor:
+    def encode(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Image -> the space diffusion runs in (identity; LDM's autoencoder latents, drawn with `generator`)."""
         return x0
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """The inverse of encode, back to images in [-1, 1]."""
         return latents
 
     def components(self) -> dict[str, nn.Module]:
@@ -109,20 +114,20 @@ class Method(nn.Module):
         }
 
     # --- shared by every method ----------------------------------------------------------------------------------
-    def loss(self, x0: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator):
+    def loss(self, x0: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator, index=None):
         """L_simple on the (latent) image, plus the method's auxiliary loss with weight 1 (reference `train_loop`)."""
-        z0 = self.encode(x0)
+        z0 = self.encode(x0, generator)
         z_t, t, noise = training_targets(self.train_scheduler, z0, generator)
-        tokens, aux_loss, logs = self.context(x0, labels, t)
+        tokens, aux_loss, logs = self.context(x0, labels, t, index)
         eps = self.unet(z_t, t, tokens)
         diffusion_loss = torch.nn.functional.mse_loss(eps.float(), noise.float())
         total = diffusion_loss if aux_loss is None else diffusion_loss + aux_loss
         logs = {"loss": total.detach(), "loss_diffusion": diffusion_loss.detach(), **{k: v.detach() for k, v in logs.items()}}
         return total, logs
 
-    def forward(self, x0: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator):
+    def forward(self, x0: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator, index=None):
         """The training loss, as forward so that DistributedDataParallel (accelerate) can wrap the method."""
-        return self.loss(x0, labels, generator)
+        return self.loss(x0, labels, generator, index)
 
     @torch.no_grad()
     def sample(self, seeds, sampler: str, steps: int, eta: float = 0.0, batch_size: int = 64, device="cpu") -> np.ndarray:

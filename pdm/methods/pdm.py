@@ -76,11 +76,11 @@ class PDM(Method):
         o = self.options
         return unsupervised_prototype_loss(z, self.bank.prototypes, o["tau"], o["alpha"], o["beta"])
 
-    def context(self, x0, labels, t):
+    def context(self, x0, labels, t, index=None):
         z = self.f_phi(x0)  # (B, d)
-        index = self.assign(z.detach(), labels)  # (B,)
+        chosen = self.assign(z.detach(), labels)  # (B,) prototype per image
         aux, parts = self.prototype_loss(z, labels)
-        return self.token(index, t), aux, {"loss_prototype": aux, **{f"loss_{k}": v for k, v in parts.items()}}
+        return self.token(chosen, t), aux, {"loss_prototype": aux, **{f"loss_{k}": v for k, v in parts.items()}}
 
     @torch.no_grad()
     def finalize(self, dataset) -> None:

@@ -11,6 +11,8 @@ METHODS: dict[str, str] = {
     "pdm": "pdm.methods.pdm:PDM",
     "spdm": "pdm.methods.pdm:SupervisedPDM",
     "ddpm": "baselines.ddpm:DDPM",
+    "ldm": "baselines.ldm:LDM",
+    "rdm": "baselines.rdm:RDM",
 }
 
 
