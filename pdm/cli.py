@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     command("evaluate", "score samples and write one result record", method, seed, ("--model-dir", {"required": True}),
             ("--samples-dir", {"required": True}), ("--refstats", {"required": True}), out)
     command("report", "aggregate result records into tables and plots", ("--records", {"nargs": "+", "required": True}),
-            ("--tables-dir", {"required": True}), ("--plots-dir", {"required": True}), ("--samples-root", {"default": None}))
+            ("--tables-dir", {"required": True}), ("--plots-dir", {"required": True}), ("--samples-root", {"default": None}),
+            ("--stage1-records", {"nargs": "*", "default": ()}))
     return parser
 
 
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "report":
             from pdm.report import report
 
-            report(args.records, args.tables_dir, args.plots_dir, args.samples_root)
+            report(args.records, args.tables_dir, args.plots_dir, args.samples_root, args.stage1_records)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"pdm-bench {args.command}: error: {err}", file=sys.stderr)
         return 2

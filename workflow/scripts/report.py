@@ -7,6 +7,6 @@ from _job import job
 from pdm.report import report
 
 with job(snakemake) as cfg:  # noqa: F821
-    out = snakemake.output  # noqa: F821
-    results = Path(f"results/{cfg.experiment}")
-    report(snakemake.input, Path(out.results).parent, Path(out.fid_plot).parent, results / "samples")  # noqa: F821
+    i, out = snakemake.input, snakemake.output  # noqa: F821
+    samples_root = Path(f"results/{cfg.experiment}/samples")
+    report(i.records, Path(out.results).parent, Path(out.fid_plot).parent, samples_root, i.stage1)
