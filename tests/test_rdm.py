@@ -169,7 +169,8 @@ def tiny_clip(tmp_path):
 
 def test_clip_builds_offline_from_a_local_weights_file(tiny_clip, make_cfg):
     model, weights = tiny_clip
-    options = {"encoder": "clip", "clip_model": TINY_CLIP, "clip_pretrained": "openai", "clip_weights": str(weights)}
+    options = {"encoder": "clip", "clip_model": TINY_CLIP, "clip_pretrained": "openai", "clip_weights": str(weights),
+               "encoder_resolution": None}
     torch.manual_seed(0)  # a different random init than the written weights: equality below means they were loaded
     encoder = retrieval.build_encoder(options)
     assert encoder.name == f"clip:{TINY_CLIP}/tiny_clip.pt" == retrieval.encoder_name(options)
@@ -183,7 +184,10 @@ def test_clip_builds_offline_from_a_local_weights_file(tiny_clip, make_cfg):
     with torch.no_grad():
         expected = model.encode_image(encoder.preprocess(images), normalize=True).numpy()
     np.testing.assert_allclose(features, expected, atol=1e-5)
-    make_cfg({"methods": {"rdm": {k: v for k, v in options.items()}}})  # the config check accepts a local file
+    make_cfg({"methods": {"rdm": dict(options)}})  # the config check accepts a local file
+    (weights.parent / "foreign.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="not an open_clip state dict of pdm-test-tiny-clip"):
+        retrieval.build_encoder({**options, "clip_weights": str(weights.parent / "foreign.pt")})
 
 
 def test_clip_unavailable_offline_names_both_fixes_quickly(monkeypatch, tmp_path, make_cfg):
@@ -192,11 +196,12 @@ def test_clip_unavailable_offline_names_both_fixes_quickly(monkeypatch, tmp_path
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # nothing cached
-    options = {"encoder": "clip", "clip_model": "ViT-B-32", "clip_pretrained": "openai", "clip_weights": None}
+    options = {"encoder": "clip", "clip_model": "ViT-B-32", "clip_pretrained": "openai", "clip_weights": None,
+               "encoder_resolution": None}
     started = time.perf_counter()
     with pytest.raises(ConfigError) as caught:
         retrieval.build_encoder(options)
-    assert time.perf_counter() - started < 5
+    assert time.perf_counter() - started < 30  # generous for a busy machine; a hub retry loop takes ~46 s
     message = str(caught.value)
     assert "not available offline" in message and "methods.rdm.clip_weights" in message
     assert "methods.rdm.encoder: efficientnet_lite0" in message
@@ -293,6 +298,9 @@ def test_prepare_refuses_missing_or_foreign_stage1_outputs(rdm_stage1, tmp_path)
     other = RDM(dataclasses.replace(cfg, methods={"rdm": {**cfg.methods["rdm"], "k": 3}}), DataInfo(1, 16, 10))
     with pytest.raises(ValueError, match="other retrieval settings.*re-run RDM's stage 1"):
         other.prepare(out)
+    native = RDM(dataclasses.replace(cfg, methods={"rdm": {**cfg.methods["rdm"], "encoder_resolution": None}}), DataInfo(1, 16, 10))
+    with pytest.raises(ValueError, match="encoder_resolution"):
+        native.prepare(out)  # built at 32, configured at the native 224
 
 
 def test_trained_rdm_round_trips_through_the_workflow_steps(rdm_stage1, tmp_path):

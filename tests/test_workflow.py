@@ -28,7 +28,7 @@ def test_ci_workflow_end_to_end(tmp_path):
 
     main = pd.read_csv(out / "tables" / "main.csv")
     per_seed = main[main["seed"] == "0"]
-    assert sorted(per_seed["method"]) == ["ddpm", "pdm", "spdm"]
+    assert sorted(per_seed["method"]) == ["ddpm", "ldm", "pdm", "rdm", "spdm"]
     assert per_seed["FID"].notna().all() and (per_seed["FID"] > 0).all()
     assert "mean ± std" in (out / "tables" / "main.md").read_text()
     assert (out / "tables" / "main.tex").read_text().lstrip().startswith("\\begin{tabular}")
@@ -39,6 +39,12 @@ def test_ci_workflow_end_to_end(tmp_path):
     assert record["extractor"].startswith("inception-v3") and len(record["extractor_weights_sha256"]) == 64
     assert record["prototype_sampling"] == "frequency" and record["prototype_bank_bytes"] > 0
     assert record["is_mean"] is not None or "logits" in record["is_missing"]
+    rdm = json.loads((out / "metrics" / "rdm" / "seed0.json").read_text())
+    assert rdm["encoder"].startswith("efficientnet_lite0") and rdm["external_memory_bytes"] > 18_000_000  # db + index + encoder
+    ldm = json.loads((out / "metrics" / "ldm" / "seed0.json").read_text())
+    assert ldm["stage1_seconds"] > 0 and ldm["stage1_weights_bytes"] > 0  # the decoder counts as LDM's weights
+    for table in ("autoencoder", "retrieval"):
+        assert (out / "tables" / f"{table}.md").exists()
 
     again = snakemake(tmp_path, "--dry-run")  # everything is up to date: nothing to re-run
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
