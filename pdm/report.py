@@ -21,6 +21,7 @@ MAIN_COLUMNS = {
     "kid_mean": "KID",
     "clean_fid": "clean-FID",
     "is_mean": "IS",
+    "prototypes_used": "prototypes used",
     "parameters_sampling": "params",
     "train_seconds": "train s",
     "sampling_images_per_second": "sample img/s",
@@ -72,10 +73,13 @@ def summarise(frame: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
     table = frame[[c for c in columns if c in frame]].rename(columns=columns)
     numeric = [c for c in table.columns if c not in ("method", "seed") and pd.api.types.is_numeric_dtype(table[c])]
     stats = table.groupby("method", sort=False)[numeric].agg(["mean", "std"])
+    labels = [c for c in table.columns if c not in numeric and c not in ("method", "seed")]
+    first = table.groupby("method", sort=False)[labels].first()  # text columns (encoder, index) repeat per seed
     summary = []
     for method in table["method"].unique():
         for stat in ("mean", "std"):
-            summary.append({"method": method, "seed": stat, **{c: stats.loc[method, (c, stat)] for c in numeric}})
+            text = {c: first.loc[method, c] for c in labels} if stat == "mean" else {}
+            summary.append({"method": method, "seed": stat, **text, **{c: stats.loc[method, (c, stat)] for c in numeric}})
     table = table.astype({"seed": str})
     return pd.concat([table, pd.DataFrame(summary)], ignore_index=True)
 
@@ -90,17 +94,21 @@ def _markdown(table: pd.DataFrame, note: str) -> str:
     for col in means.columns:
         if col == "seed":
             continue
-        merged[col] = [f"{_fmt(m)} ± {_fmt(s)}" if pd.notna(s) else _fmt(m) for m, s in zip(means[col], stds[col])]
+        merged[col] = [f"{_fmt(m)} ± {_fmt(s)}" if isinstance(s, (int, float)) and pd.notna(s) else _fmt(m)
+                       for m, s in zip(means[col], stds[col])]
     merged["seed"] = "mean ± std"
     rows.append(merged.reset_index()[per_seed.columns])
-    return pd.concat(rows, ignore_index=True).to_markdown(index=False) + f"\n\n{note}\n"
+    text = pd.concat(rows, ignore_index=True)
+    if "IS" in text:  # a missing Inception Score is missing (its weights), not inapplicable: the note says why
+        text["IS"] = text["IS"].replace("–", "missing")
+    return text.to_markdown(index=False) + f"\n\n{note}\n"
 
 
 def _fmt(value) -> str:
     if isinstance(value, str):
         return value
     if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "missing"
+        return "–"  # not applicable (e.g. prototypes of a method without any)
     if isinstance(value, (int, np.integer)) or float(value).is_integer() and abs(value) >= 100:
         return f"{int(value):,}"
     return f"{value:.4g}"
@@ -146,7 +154,7 @@ def report(record_paths, tables_dir, plots_dir, samples_root=None, stage1_paths=
     extractor = f"Scores: {frame['extractor'].iloc[0]} (weights sha256 {str(frame['extractor_weights_sha256'].iloc[0])[:12]}…), " \
                 f"{int(frame['num_samples'].iloc[0])} samples vs {int(frame['num_real'].iloc[0])} real images. KID is the mean over subsets."
     for name, columns, note in (("main", MAIN_COLUMNS, f"{extractor} {is_note}".strip()),
-                                ("efficiency", EFFICIENCY_COLUMNS, "Storage is measured from the files on disk (MiB = 2^20 bytes); training-only = f_phi, not needed to generate.")):
+                                ("efficiency", EFFICIENCY_COLUMNS, "Storage is measured from the files on disk (MiB = 2^20 bytes). Weights = what generation loads (LDM: U-Net + decoder); training-only = f_phi; external memory = RDM's database + index + encoder weights.")):
         write_table(summarise(frame, columns), tables_dir / name, note)
     stage1_tables(stage1_paths, tables_dir)
     plot_all(frame, plots_dir, samples_root)
