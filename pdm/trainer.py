@@ -9,7 +9,6 @@ process takes its share of every global batch, so the global batch and data orde
 from __future__ import annotations
 
 import logging
-import math
 import platform
 import resource
 import shutil

@@ -138,10 +138,6 @@ class SupervisedPDM(PDM):
     name = "spdm"
     conditioning = "class-prototype"
 
-    @classmethod
-    def check_config(cls, cfg, options) -> None:
-        super().check_config(cfg, options)
-
     def num_prototypes(self, data: DataInfo) -> int:
         if data.num_classes < 1:
             raise ConfigError("s-PDM needs class labels, and this dataset has none: use class sub-folders, or drop spdm")
