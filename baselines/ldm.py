@@ -324,6 +324,10 @@ class LDM(Method):
         scale = self._scale()
         return self.autoencoder.decode(latents.float() / scale).sample.clamp(-1, 1)
 
+    def sampling_modules(self):
+        """The U-Net and the frozen decoder (post_quant_conv + decoder): what generation runs."""
+        return [*super().sampling_modules(), self.autoencoder.post_quant_conv, self.autoencoder.decoder]
+
     def record(self) -> dict[str, Any]:
         s = self.stage1_record
         return {

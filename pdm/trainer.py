@@ -207,8 +207,7 @@ def _train(cfg: ExperimentConfig, method_name: str, seed: int, model_dir: Path, 
         "device_hours": (stage1.get("seconds", 0.0) + train_seconds) * world / 3600.0,
         "parameters_total": sum(p.numel() for p in method.parameters()),
         "parameters_trained": sum(p.numel() for p in trainable),
-        "parameters_sampling": sum(p.numel() for n, c in method.components().items()
-                                   if n in method.sampling_components for p in c.parameters()),
+        "parameters_sampling": sum(p.numel() for module in method.sampling_modules() for p in module.parameters()),
         **peak_memory(device),
         "versions": versions(),
     }

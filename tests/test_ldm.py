@@ -164,3 +164,12 @@ def test_too_small_holdout_is_refused_before_training(make_cfg, tmp_path):
     with pytest.raises(ConfigError, match="holdout_fraction"):
         LDM.run_stage1(cfg, 0, tmp_path)
     assert not (tmp_path / "encoder.safetensors").exists()
+
+
+def test_sampling_parameters_count_the_decoder_not_the_encoder(make_cfg):
+    """LDM's 'params' column is what generation runs: the U-Net plus the frozen decoder."""
+    method = LDM(make_cfg({"methods": {"ldm": {"autoencoder_channels": [16, 32], "latent_channels": 2}}}), DataInfo(1, 16, 10))
+    count = lambda modules: sum(p.numel() for m in modules for p in m.parameters())  # noqa: E731
+    ae = method.autoencoder
+    assert count(method.sampling_modules()) == count([method.unet, ae.post_quant_conv, ae.decoder])
+    assert count([ae.encoder]) > 0 and count(method.sampling_modules()) < count([method])

@@ -105,6 +105,12 @@ class Method(nn.Module):
 
     sampling_components: ClassVar[tuple[str, ...]] = ("unet",)
 
+    def sampling_modules(self) -> list[nn.Module]:
+        """Every network generation runs (its parameters are the 'params' column): the sampling components, plus
+        frozen stage-1 networks a subclass uses to generate (LDM's decoder)."""
+        parts = self.components()
+        return [parts[name] for name in self.sampling_components]
+
     def record(self) -> dict[str, Any]:
         """Method-specific fields for every result row (conditioning choices, encoders, ...)."""
         return {

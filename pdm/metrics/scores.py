@@ -17,15 +17,14 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import json
-import os
 import pathlib
 import sys
-import tempfile
 import warnings
 
 import numpy as np
 import torch
 
+from pdm.io import atomic_path
 from pdm.metrics import inception
 
 MODES = ("torch-fidelity", "clean")
@@ -155,16 +154,8 @@ def compute_reference_stats(images_uint8, out_path, device="cpu") -> dict:
     metadata = {"format": REFSTATS_FORMAT, "extractor": inception.EXTRACTOR_NAME,
                 "extractor_weights_sha256": _current_sha256(), "versions": versions(),
                 "num_images": int(images.shape[0]), "image_shape": [int(s) for s in images_uint8.shape[1:]]}
-    out_path = pathlib.Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=out_path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:  # a file object keeps np.savez from appending another ".npz"
-            np.savez(fh, metadata=np.array(json.dumps(metadata)), **arrays)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(out_path) as tmp, open(tmp, "wb") as fh:  # a file object: np.savez adds no second ".npz"
+        np.savez(fh, metadata=np.array(json.dumps(metadata)), **arrays)
     return metadata
 
 
