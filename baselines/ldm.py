@@ -141,6 +141,8 @@ class LDM(Method):
     conditioning = "none"
     cross_attention = False
     has_stage1 = True
+    stage1_options = ("downsample_factor", "latent_channels", "autoencoder_channels", "autoencoder_steps",
+                      "autoencoder_batch_size", "autoencoder_lr", "kl_weight")
 
     @classmethod
     def check_config(cls, cfg: ExperimentConfig, options: Mapping[str, Any]) -> None:
@@ -196,7 +198,7 @@ class LDM(Method):
     def run_stage1(cls, cfg: ExperimentConfig, seed: int, out_dir) -> dict[str, Any]:
         from pdm.data import BatchStream, load_dataset
         from pdm.metrics import compute_reference_stats, score_samples
-        from pdm.trainer import resolve_device
+        from pdm.runtime import resolve_device
 
         started = time.perf_counter()
         out_dir = Path(out_dir)

@@ -96,7 +96,7 @@ class RDM(Method):
     @classmethod
     def run_stage1(cls, cfg: ExperimentConfig, seed: int, out_dir) -> dict[str, Any]:
         from pdm.data import load_dataset
-        from pdm.trainer import resolve_device
+        from pdm.runtime import resolve_device
 
         started = time.perf_counter()
         out_dir = Path(out_dir)

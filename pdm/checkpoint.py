@@ -1,8 +1,8 @@
 """Saving and loading: weights as safetensors (one file per component), training state loadable without code execution.
 
-    {model_dir}/{component}.safetensors   final weights (EMA weights where EMA is on), one file per component
-    {model_dir}/train.json                config, method record, costs, progress
-    {model_dir}/checkpoint/               resumable state while training runs (removed when training finishes)
+    {model_dir}/weights/{component}.safetensors   final weights (EMA weights where EMA is on), one file per component
+    {model_dir}/train.json                        identities, config, method record, costs, status
+    {model_dir}/checkpoint/                       resumable state while training runs (removed when training ends)
 """
 
 from __future__ import annotations
@@ -16,11 +16,15 @@ from safetensors.torch import load_file, save_file
 from pdm.io import atomic_path, read_json
 
 
-def save_components(method, model_dir: Path) -> dict[str, int]:
-    """Write every component to its own safetensors file; returns bytes on disk per component."""
+def weights_dir(model_dir: str | Path) -> Path:
+    return Path(model_dir) / "weights"
+
+
+def save_components(method, directory: Path) -> dict[str, int]:
+    """Write every component to its own safetensors file in `directory`; returns bytes on disk per component."""
     sizes = {}
     for name, module in method.components().items():
-        path = Path(model_dir) / f"{name}.safetensors"
+        path = Path(directory) / f"{name}.safetensors"
         state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
         with atomic_path(path) as tmp:
             save_file(state, str(tmp))
@@ -28,9 +32,9 @@ def save_components(method, model_dir: Path) -> dict[str, int]:
     return sizes
 
 
-def load_components(method, model_dir: Path) -> None:
+def load_components(method, directory: Path) -> None:
     for name, module in method.components().items():
-        path = Path(model_dir) / f"{name}.safetensors"
+        path = Path(directory) / f"{name}.safetensors"
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing; re-run training for this method and seed")
         try:
@@ -45,23 +49,49 @@ def load_components(method, model_dir: Path) -> None:
             )
 
 
-def load_trained(cfg, method_name: str, model_dir: str | Path, device="cpu"):
-    """Rebuild a trained method from its config and folder, refusing weights trained under another config."""
+def load_stage1(method, stage1_dir) -> dict:
+    """Attach a method's stage-1 outputs and return their record ({} for methods without a stage 1)."""
+    if not method.has_stage1:
+        return {}
+    if stage1_dir is None:
+        raise ValueError(f"{method.name} needs its stage-1 outputs: run `pdm-bench stage1` first and pass --stage1-dir")
+    record_path = Path(stage1_dir) / "stage1.json"
+    if not record_path.exists():
+        raise FileNotFoundError(f"{record_path} is missing; run `pdm-bench stage1 --method {method.name}` first")
+    method.prepare(Path(stage1_dir))
+    return read_json(record_path)
+
+
+def read_train_record(cfg, method_name: str, seed: int, model_dir: str | Path) -> dict:
+    """train.json of a run, refused unless its training identity is the one this config gives (method, seed)."""
+    from pdm.identity import training_identity
+
+    model_dir = Path(model_dir)
+    record = read_json(model_dir / "train.json")
+    expected = training_identity(cfg, method_name, seed)
+    if record.get("train_id") != expected:
+        raise ValueError(
+            f"{model_dir} holds training identity {record.get('train_id')}, but this config gives {expected} for "
+            f"{method_name} seed {seed} (the data, model, diffusion, train settings, method options or seed differ); "
+            "re-run training (snakemake does this when the config changes) or pass the config it was trained with"
+        )
+    return record
+
+
+def load_trained(cfg, method_name: str, model_dir: str | Path, device="cpu", seed: int | None = None):
+    """Rebuild a trained method from its config and folder, refusing weights of another training identity."""
     from pdm.methods.base import DataInfo
     from pdm.methods.registry import get_method_class
 
     model_dir = Path(model_dir)
-    record = read_json(model_dir / "train.json")
-    if record["config_hash"] != cfg.hash:
-        raise ValueError(
-            f"{model_dir} was trained with config hash {record['config_hash']}, this config is {cfg.hash}; "
-            "re-run training (snakemake does this when the config changes) or pass the matching config"
-        )
-    from pdm.trainer import load_stage1
-
+    if seed is None:
+        seed = int(read_json(model_dir / "train.json").get("seed", 0))
+    record = read_train_record(cfg, method_name, seed, model_dir)
+    if record.get("status", "ok") != "ok":
+        raise ValueError(f"{model_dir}: training failed ({record.get('failure')}); there is no model to load")
     method = get_method_class(method_name)(cfg, DataInfo(**record["data_info"]))
     load_stage1(method, record.get("stage1_dir"))
-    load_components(method, model_dir)
+    load_components(method, weights_dir(model_dir))
     return method.to(device), record
 
 
@@ -89,7 +119,11 @@ def save_training_state(directory: Path, model_state: dict, ema_state: dict | No
 def load_training_state(directory: Path, device) -> tuple[dict, dict, dict] | None:
     directory = Path(directory)
     if not (directory / "progress.json").exists():
-        return None
+        old = directory.with_name(directory.name + ".old")
+        if (old / "progress.json").exists():  # killed between the two renames of save_training_state
+            old.rename(directory)
+        else:
+            return None
     model_state = load_file(str(directory / "model.safetensors"), device=str(device))
     # weights_only=True: optimizer states are tensors and numbers; nothing in a checkpoint can run code.
     rest = torch.load(directory / "optimizer.pt", map_location=device, weights_only=True)

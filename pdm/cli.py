@@ -6,7 +6,9 @@
     pdm-bench sample   --config C --method pdm --seed 0 --model-dir ... --out results/default/samples/pdm/seed0
     pdm-bench refstats --config C --out results/default/refstats/digits_inception.npz
     pdm-bench evaluate --config C --method pdm --seed 0 --model-dir ... --samples-dir ... --refstats ... --out m.json
-    pdm-bench report   --config C --records m1.json m2.json ... --tables-dir ... --plots-dir ... --samples-root ...
+    pdm-bench report   --config C --records m1.json m2.json ... --tables-dir ... --plots-dir ... [--grids ...]
+    pdm-bench regress  --table results/ci/tables/main.csv --golden tests/golden/ci/main.csv --tolerances ...
+    pdm-bench identity --config C --method pdm --seed 0      # the stage identities the workflow uses
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from pdm.config import ConfigError, load_config
 
 
 def preflight(cfg) -> None:
-    """Every check that can fail before training starts: config rules, dataset presence, labels for s-PDM."""
-    from pdm.data import check_data_config
+    """Every check that can fail before any job starts (see pdm.preflight)."""
+    from pdm.preflight import preflight as run_checks
 
-    check_data_config(cfg.data)
+    run_checks(cfg)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,13 +49,22 @@ def _parser() -> argparse.ArgumentParser:
     command("evaluate", "score samples and write one result record", method, seed, ("--model-dir", {"required": True}),
             ("--samples-dir", {"required": True}), ("--refstats", {"required": True}), out)
     command("report", "aggregate result records into tables and plots", ("--records", {"nargs": "+", "required": True}),
-            ("--tables-dir", {"required": True}), ("--plots-dir", {"required": True}), ("--samples-root", {"default": None}),
+            ("--tables-dir", {"required": True}), ("--plots-dir", {"required": True}),
+            ("--grids", {"nargs": "*", "default": (), "help": "samples/{method}/seed{seed}/grid.png files to copy"}),
             ("--stage1-records", {"nargs": "*", "default": ()}))
+    command("identity", "print the stage identities of one method and seed", method, seed)
+    from pdm import regress
+
+    regress.add_arguments(sub.add_parser("regress", help="compare a results table with a golden table under tolerances"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "regress":  # needs no experiment config
+        from pdm import regress
+
+        return regress.run(args)
     try:
         cfg = load_config(args.config)
         preflight(cfg)
@@ -66,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "stage1":
             steps.stage1_step(cfg, args.method, args.seed, args.out)
         elif args.command == "train":
-            steps.train_step(cfg, args.method, args.seed, args.out, args.stage1_dir)
+            record = steps.train_step(cfg, args.method, args.seed, args.out, args.stage1_dir)
+            if record["status"] != "ok":
+                print(f"pdm-bench train: training failed: {record['failure']} (recorded in {args.out}/train.json)",
+                      file=sys.stderr)
+                return 3
         elif args.command == "sample":
             steps.sample_step(cfg, args.method, args.seed, args.model_dir, args.out)
         elif args.command == "refstats":
@@ -76,7 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "report":
             from pdm.report import report
 
-            report(args.records, args.tables_dir, args.plots_dir, args.samples_root, args.stage1_records)
+            report(args.records, args.tables_dir, args.plots_dir, args.grids, args.stage1_records)
+        elif args.command == "identity":
+            from pdm.identity import all_identities
+
+            for name, value in all_identities(cfg, args.method, args.seed).items():
+                print(f"{name:14s}{value}")
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"pdm-bench {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -160,6 +160,44 @@ def resolve_config(raw: Mapping[str, Any]) -> ExperimentConfig:
     return cfg
 
 
+def coerce_overrides(config: dict, overrides: Mapping[str, Any]) -> None:
+    """Give `--config key=value` overrides their YAML types, in place, where the schema wants no string.
+
+    Snakemake parses nested command-line values with YAML's BaseLoader, so `--config seeds=[0,1]` arrives as
+    ['0', '1'] and `sample={steps: 7}` as {'steps': '7'}. Only the keys the command line set are touched: a string in
+    a config file stays an error that names the key.
+    """
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+
+    def allows_string(node: Mapping[str, Any]) -> bool:
+        kinds = node.get("type", "string")
+        return "string" in (kinds if isinstance(kinds, list) else [kinds])
+
+    def convert(value, node: Mapping[str, Any]):
+        if isinstance(value, dict):
+            props = node.get("properties", {})
+            return {k: convert(v, props.get(k, {})) for k, v in value.items()}
+        if isinstance(value, list):
+            return [convert(v, node.get("items", {})) for v in value]
+        if isinstance(value, str) and not allows_string(node):
+            try:
+                return yaml.safe_load(value)
+            except yaml.YAMLError:
+                return value  # the schema reports it
+        return value
+
+    def walk(target: dict, override: Mapping[str, Any], node: Mapping[str, Any]) -> None:
+        props = node.get("properties", {})
+        for key, value in override.items():
+            sub = props.get(key, {})
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                walk(target[key], value, sub)
+            elif key in target:
+                target[key] = convert(target[key], sub)
+
+    walk(config, overrides, schema)
+
+
 def _check_method_names(raw: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
     from pdm.methods.registry import METHODS
 

@@ -100,6 +100,8 @@ def load_imagefolder(cfg: DataConfig) -> ImageDataset:
 
 
 DATASETS: dict[str, Callable[[DataConfig], ImageDataset]] = {"digits": load_digits, "imagefolder": load_imagefolder}
+# Registered datasets that always carry class labels; imagefolder has them when its root holds class sub-folders.
+LABELLED_DATASETS = frozenset({"digits"})
 
 
 def _subset(dataset: ImageDataset, index: torch.Tensor) -> ImageDataset:
@@ -128,19 +130,27 @@ def load_dataset(cfg: DataConfig, split: str = "train") -> ImageDataset:
     return _subset(dataset, keep.nonzero().squeeze(1))
 
 
+def image_folder_files(cfg: DataConfig) -> tuple[Path, list[Path], bool]:
+    """(root, the image files the imagefolder dataset reads, whether class sub-folders label them).
+
+    Lists folders and never opens a file, so it is cheap enough to run when the workflow is built.
+    """
+    if not cfg.root:
+        raise ConfigError("data.root is required for the imagefolder dataset; set it to a folder of images")
+    root = Path(cfg.root).expanduser()
+    files, labels, _ = _list_images(root)
+    return root, files[: cfg.max_images] if cfg.max_images else files, labels is not None
+
+
 def check_data_config(cfg: DataConfig) -> None:
-    """Cheap checks run when the workflow is built, before any job: the dataset exists and a folder is readable."""
+    """Cheap checks run when the workflow is built, before any job: the dataset exists and a folder holds images.
+
+    `pdm.preflight.verify_images` then checks every image file (cached) and names all the bad ones at once.
+    """
     if cfg.dataset not in DATASETS:
         raise ConfigError(f"data.dataset: unknown dataset '{cfg.dataset}'; known datasets: {', '.join(sorted(DATASETS))}")
     if cfg.dataset == "imagefolder":
-        if not cfg.root:
-            raise ConfigError("data.root is required for the imagefolder dataset; set it to a folder of images")
-        files, _, _ = _list_images(Path(cfg.root).expanduser())
-        try:
-            with Image.open(files[0]) as image:
-                image.verify()
-        except (UnidentifiedImageError, OSError) as err:
-            raise DataError(f"cannot read image {files[0]} ({err}); remove or replace it") from None
+        image_folder_files(cfg)
 
 
 class BatchStream:

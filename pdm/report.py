@@ -23,9 +23,8 @@ MAIN_COLUMNS = {
     "is_mean": "IS",
     "prototypes_used": "prototypes used",
     "parameters_sampling": "params",
-    "train_seconds": "train s",
-    "sampling_images_per_second": "sample img/s",
-}
+    "status": "status",
+}  # scores only: timings live in the efficiency table, so main.csv is bitwise reproducible on one machine
 EFFICIENCY_COLUMNS = {
     "method": "method",
     "seed": "seed",
@@ -41,7 +40,6 @@ EFFICIENCY_COLUMNS = {
     "sampling_images_per_second": "sample img/s",
     "peak_memory_mib": "peak memory MiB",
 }
-METHOD_ORDER = ["pdm", "spdm", "ddpm", "ldm", "rdm"]
 # Stage-1 tables: LDM's autoencoder bounds its FID (rFID / PSNR on held-out images); RDM's external memory build.
 STAGE1_TABLES = {
     "autoencoder": ("ldm", {"method": "method", "seed": "seed", "rfid": "rFID", "rclean_fid": "clean-rFID", "psnr": "PSNR dB",
@@ -53,19 +51,50 @@ STAGE1_TABLES = {
 }
 
 
+class ReportError(ValueError):
+    """Records that cannot share one table, naming the files."""
+
+
+def check_identities(frame: pd.DataFrame) -> None:
+    """One row per (method, seed), and every row from the same comparison (data, backbone, budget, sampler, scoring).
+
+    A second record for a (method, seed) or a record made under other settings would silently mix two experiments.
+    """
+    if "comparison_id" not in frame:
+        raise ReportError(f"{frame['path'].iloc[0]} has no identities (an older record format); re-run its evaluation")
+    duplicated = frame[frame.duplicated(["method", "seed"], keep=False)]
+    if not duplicated.empty:
+        method, seed = duplicated.iloc[0][["method", "seed"]]
+        rows = duplicated[(duplicated["method"] == method) & (duplicated["seed"] == seed)]
+        which = "; ".join(f"{r.path} (evaluation identity {r.eval_id})" for r in rows.itertuples())
+        raise ReportError(f"{method} seed {seed} has {len(rows)} records: {which}. Keep one of them in the report")
+    if frame["comparison_id"].nunique() > 1:
+        groups = frame.groupby("comparison_id")["path"].apply(lambda p: ", ".join(p))
+        which = "; ".join(f"identity {k}: {v}" for k, v in groups.items())
+        raise ReportError("records made under different data, backbone, budget, sampler or evaluation settings cannot "
+                          f"share a table ({which}); report each experiment on its own")
+
+
 def load_records(paths) -> pd.DataFrame:
+    """One row per record, nested version dicts flattened (train_versions_torch, metric_versions_torch_fidelity...)."""
     rows = []
     for path in paths:
         record = read_json(path)
-        versions = record.pop("versions", {})
-        rows.append({**record, **{f"version_{k}": v for k, v in versions.items()}})
+        flat = {"path": str(path)}
+        for key, value in record.items():
+            if isinstance(value, dict):
+                flat.update({f"{key}_{k}": v for k, v in value.items()})
+            else:
+                flat[key] = value
+        rows.append(flat)
     frame = pd.DataFrame(rows)
+    check_identities(frame)
     for column, unit, scale in (("weights", "mib", 2**20), ("prototype_bank", "kib", 2**10),
                                 ("training_only", "mib", 2**20), ("external_memory", "mib", 2**20), ("peak_memory", "mib", 2**20)):
         if f"{column}_bytes" in frame:
             frame[f"{column}_{unit}"] = frame[f"{column}_bytes"] / scale
-    order = {m: i for i, m in enumerate(METHOD_ORDER)}
-    return frame.sort_values(["method", "seed"], key=lambda c: c.map(order).fillna(99) if c.name == "method" else c)
+    order = {m: i for i, m in enumerate(dict.fromkeys(frame["method"]))}  # the config's order, learnt from the records
+    return frame.sort_values(["method", "seed"], key=lambda c: c.map(order) if c.name == "method" else c)
 
 
 def summarise(frame: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
@@ -142,7 +171,8 @@ def stage1_tables(stage1_paths, tables_dir: Path) -> list[str]:
     return written
 
 
-def report(record_paths, tables_dir, plots_dir, samples_root=None, stage1_paths=()) -> pd.DataFrame:
+def report(record_paths, tables_dir, plots_dir, grids=(), stage1_paths=()) -> pd.DataFrame:
+    """Tables and plots from result records; `grids` are the sample grids (samples/{method}/seed{seed}/grid.png)."""
     tables_dir, plots_dir = Path(tables_dir), Path(plots_dir)
     frame = load_records(record_paths)
     with atomic_path(tables_dir / "results.csv") as tmp:
@@ -151,17 +181,23 @@ def report(record_paths, tables_dir, plots_dir, samples_root=None, stage1_paths=
     is_note = ""
     if "is_missing" in frame and frame["is_missing"].notna().any():
         is_note = f"IS missing: {frame['is_missing'].dropna().iloc[0]}"
-    extractor = f"Scores: {frame['extractor'].iloc[0]} (weights sha256 {str(frame['extractor_weights_sha256'].iloc[0])[:12]}…), " \
-                f"{int(frame['num_samples'].iloc[0])} samples vs {int(frame['num_real'].iloc[0])} real images. KID is the mean over subsets."
-    for name, columns, note in (("main", MAIN_COLUMNS, f"{extractor} {is_note}".strip()),
+    scored = frame[frame["status"] == "ok"]
+    extractor = ""
+    if not scored.empty:
+        first = scored.iloc[0]
+        extractor = (f"Scores: {first['extractor']} (tensors sha256 {str(first['extractor_tensors_sha256'])[:12]}…), "
+                     f"{int(first['num_samples'])} samples vs {int(first['num_real'])} real images. KID is the mean over "
+                     f"subsets. CPU: {first['cpu_model']}.")
+    failures = "".join(f" {r.method} seed {r.seed} failed: {r.failure}." for r in frame[frame["status"] != "ok"].itertuples())
+    for name, columns, note in (("main", MAIN_COLUMNS, f"{extractor} {is_note}{failures}".strip()),
                                 ("efficiency", EFFICIENCY_COLUMNS, "Storage is measured from the files on disk (MiB = 2^20 bytes). Weights = what generation loads (LDM: U-Net + decoder); training-only = f_phi; external memory = RDM's database + index + encoder weights.")):
         write_table(summarise(frame, columns), tables_dir / name, note)
     stage1_tables(stage1_paths, tables_dir)
-    plot_all(frame, plots_dir, samples_root)
+    plot_all(frame, plots_dir, grids)
     return frame
 
 
-def plot_all(frame: pd.DataFrame, plots_dir: Path, samples_root: str | Path | None) -> None:
+def plot_all(frame: pd.DataFrame, plots_dir: Path, grids=()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -170,6 +206,9 @@ def plot_all(frame: pd.DataFrame, plots_dir: Path, samples_root: str | Path | No
 
     plots_dir.mkdir(parents=True, exist_ok=True)
     sns.set_theme(style="whitegrid")
+    for grid in map(Path, grids):  # .../samples/{method}/seed{seed}/grid.png
+        with atomic_path(plots_dir / f"samples_{grid.parent.parent.name}_{grid.parent.name}.png") as tmp:
+            shutil.copyfile(grid, tmp)
     metrics = [(c, label) for c, label in (("fid", "FID ↓"), ("kid_mean", "KID ↓"), ("clean_fid", "clean-FID ↓")) if c in frame]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2))
     for ax, (column, label) in zip(np.atleast_1d(axes), metrics):
@@ -179,6 +218,9 @@ def plot_all(frame: pd.DataFrame, plots_dir: Path, samples_root: str | Path | No
     fig.tight_layout()
     _save_figure(fig, plots_dir / "fid_comparison.png")
 
+    if "fid" not in frame:  # every run failed: nothing to place on the cost plot
+        plt.close("all")
+        return
     fig, ax = plt.subplots(figsize=(5, 3.5))
     cost = frame.assign(total_mb=(frame["weights_bytes"] + frame["external_memory_bytes"]) / 2**20)
     sns.scatterplot(data=cost, x="device_hours", y="fid", hue="method", size="total_mb", sizes=(40, 400), ax=ax)
@@ -186,12 +228,6 @@ def plot_all(frame: pd.DataFrame, plots_dir: Path, samples_root: str | Path | No
     fig.tight_layout()
     _save_figure(fig, plots_dir / "fid_vs_cost.png")
 
-    if samples_root is not None:
-        for method, seed in frame[["method", "seed"]].itertuples(index=False):
-            grid = Path(samples_root) / method / f"seed{seed}" / "grid.png"
-            if grid.exists():
-                with atomic_path(plots_dir / f"samples_{method}_seed{seed}.png") as tmp:
-                    shutil.copyfile(grid, tmp)
     plt.close("all")
 
 

@@ -1,18 +1,28 @@
 """The workflow's steps as plain functions: the CLI and the Snakemake scripts both call these.
 
-Each step reads its inputs, does one thing and writes its outputs atomically, so an interrupted job leaves nothing
-half-written and Snakemake simply re-runs it.
+Each step reads its inputs, checks their identities (pdm.identity), does one thing and writes its outputs atomically.
+Long steps keep their progress in a work folder beside their outputs (training: checkpoint/, sampling and evaluation:
+chunk files), so a killed job resumes where it stopped and gives the same result as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
 from pdm.config import ExperimentConfig
+from pdm.identity import (
+    all_identities,
+    evaluation_identity,
+    refstats_identity,
+    sampling_identity,
+    stage1_identity,
+)
 from pdm.io import atomic_path, read_json, write_json
+from pdm.runtime import provenance, setup_job, versions
 
 
 def sample_seeds(cfg: ExperimentConfig) -> list[int]:
@@ -20,18 +30,18 @@ def sample_seeds(cfg: ExperimentConfig) -> list[int]:
     return list(range(cfg.sample.num_samples))
 
 
-def save_images(path: Path, images: np.ndarray) -> None:
+def save_images(path: Path, images: np.ndarray, **extra) -> None:
     with atomic_path(path, suffix=".npz") as tmp:
-        np.savez_compressed(tmp, images=images)
+        np.savez_compressed(tmp, images=images, **extra)
 
 
 def load_images(path: str | Path) -> np.ndarray:
     try:
-        with np.load(path) as archive:
+        with np.load(path, allow_pickle=False) as archive:
             return archive["images"]
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} does not exist; run the sample step first") from None
-    except (KeyError, ValueError, OSError) as err:
+    except (KeyError, ValueError, OSError, EOFError) as err:
         raise ValueError(f"{path} is not a samples archive ({err}); delete it and re-run the sample step") from None
 
 
@@ -40,7 +50,7 @@ def save_grid(path: Path, images: np.ndarray, nrow: int = 8) -> None:
     from PIL import Image
 
     n, h, w, c = images.shape
-    rows = -(-n // nrow)
+    rows = max(1, -(-n // nrow))
     canvas = np.full((rows * (h + 2) + 2, nrow * (w + 2) + 2, c), 255, dtype=np.uint8)
     for i, image in enumerate(images):
         r, col = divmod(i, nrow)
@@ -52,21 +62,21 @@ def save_grid(path: Path, images: np.ndarray, nrow: int = 8) -> None:
         picture.save(tmp, format="PNG")
 
 
+# --- stage 1 and training ----------------------------------------------------------------------------------------
 def stage1_step(cfg: ExperimentConfig, method: str, seed: int, out_dir: str | Path) -> dict:
     """Run a method's stage 1 (LDM autoencoder, RDM database + index) and write out_dir/stage1.json."""
     import torch
 
     from pdm.methods.registry import get_method_class
-    from pdm.trainer import resolve_device, versions
 
     method_class = get_method_class(method)
     if not method_class.has_stage1:
         raise ValueError(f"method '{method}' has no stage 1; only methods with one (e.g. ldm, rdm) need this step")
-    if resolve_device(cfg) == "cpu":
-        torch.set_num_threads(cfg.threads_per_job)
+    setup_job(cfg)
     torch.manual_seed(seed)
     record = method_class.run_stage1(cfg, seed, Path(out_dir))
-    record = {"method": method, "seed": seed, "config_hash": cfg.hash, **record, "versions": versions()}
+    record = {**provenance(), "method": method, "seed": seed, "stage1_id": stage1_identity(cfg, method, seed),
+              "config_hash": cfg.hash, **record, "versions": versions()}
     write_json(Path(out_dir) / "stage1.json", record)
     return record
 
@@ -74,33 +84,95 @@ def stage1_step(cfg: ExperimentConfig, method: str, seed: int, out_dir: str | Pa
 def train_step(cfg: ExperimentConfig, method: str, seed: int, model_dir: str | Path, stage1_dir=None) -> dict:
     from pdm.trainer import train
 
+    if stage1_dir is not None:
+        stage1 = read_json(Path(stage1_dir) / "stage1.json")
+        expected = stage1_identity(cfg, method, seed)
+        if stage1.get("stage1_id") != expected:
+            raise ValueError(f"{stage1_dir} holds stage-1 identity {stage1.get('stage1_id')}, this config gives "
+                             f"{expected}; re-run stage 1 (`pdm-bench stage1`, or snakemake does it)")
     return train(cfg, method, seed, model_dir, stage1_dir=stage1_dir)
 
 
-def sample_step(cfg: ExperimentConfig, method: str, seed: int, model_dir: str | Path, out_dir: str | Path) -> dict:
-    import torch
+# --- sampling ----------------------------------------------------------------------------------------------------
+def _chunk_path(work: Path, seeds: list[int]) -> Path:
+    return work / f"seeds{seeds[0]:08d}-{seeds[-1]:08d}.npz"
 
-    from pdm.checkpoint import load_trained
-    from pdm.trainer import resolve_device
 
-    device = resolve_device(cfg)
-    if device == "cpu":
-        torch.set_num_threads(cfg.threads_per_job)
-    model, _ = load_trained(cfg, method, model_dir, device)
-    out_dir = Path(out_dir)
+def _read_chunk(path: Path, sample_id: str, count: int) -> tuple[np.ndarray, float] | None:
+    """A finished chunk of this sampling identity, or None (absent, foreign or unreadable: it is redone)."""
+    try:
+        with np.load(path, allow_pickle=False) as chunk:
+            if str(chunk["sample_id"]) != sample_id or len(chunk["images"]) != count:
+                return None
+            return chunk["images"], float(chunk["seconds"])
+    except (OSError, KeyError, ValueError, EOFError):
+        return None
+
+
+def sample_chunks(model, cfg: ExperimentConfig, seeds: list[int], device: str, work: Path, sample_id: str):
+    """Sample `seeds` one batch at a time, each finished batch saved to `work`; finished batches are not redone.
+
+    Returns (images, seconds spent sampling, summed over the chunks, so a resumed job still reports its real speed,
+    and how many chunks were reused).
+    """
     s = cfg.sample
-    started = time.perf_counter()
-    images = model.sample(sample_seeds(cfg), s.sampler, s.steps, s.eta, s.batch_size, device)
-    seconds = time.perf_counter() - started
-    save_images(out_dir / "samples.npz", images)
-    save_grid(out_dir / "grid.png", images[: cfg.eval.grid_size])
-    record = {"sampler": s.sampler, "sampling_steps": s.steps, "eta": s.eta, "num_samples": len(images),
-              "sampling_seconds": seconds, "sampling_images_per_second": len(images) / seconds,
-              "sampling_batch_size": s.batch_size, "sampling_device": device, "sample_record": model.record()}
+    work.mkdir(parents=True, exist_ok=True)
+    parts, seconds, reused = [], 0.0, 0
+    for start in range(0, len(seeds), s.batch_size):
+        chunk = seeds[start:start + s.batch_size]
+        path = _chunk_path(work, chunk)
+        done = _read_chunk(path, sample_id, len(chunk))
+        if done is None:
+            started = time.perf_counter()
+            images = model.sample(chunk, s.sampler, s.steps, s.eta, s.batch_size, device)
+            done = images, time.perf_counter() - started
+            save_images(path, images, sample_id=np.array(sample_id), seconds=np.array(done[1]))
+        else:
+            reused += 1
+        parts.append(done[0])
+        seconds += done[1]
+    return np.concatenate(parts), seconds, reused
+
+
+def _failed_samples(cfg: ExperimentConfig, train_record: dict, out_dir: Path, ids: dict) -> dict:
+    """A failed training run has no model: write empty samples, a blank grid and a record that carries the reason."""
+    info = train_record["data_info"]
+    shape = (0, info["resolution"], info["resolution"], info["channels"])
+    save_images(out_dir / "samples.npz", np.zeros(shape, np.uint8))
+    save_grid(out_dir / "grid.png", np.full((1, *shape[1:]), 128, np.uint8), nrow=1)
+    record = {**provenance(), "status": "failed", "failure": train_record.get("failure"),
+              "train_id": ids["train_id"], "sample_id": ids["sample_id"], "num_samples": 0}
     write_json(out_dir / "sample.json", record)
     return record
 
 
+def sample_step(cfg: ExperimentConfig, method: str, seed: int, model_dir: str | Path, out_dir: str | Path) -> dict:
+    from pdm.checkpoint import load_trained, read_train_record
+
+    out_dir = Path(out_dir)
+    ids = {"train_id": read_train_record(cfg, method, seed, model_dir)["train_id"],
+           "sample_id": sampling_identity(cfg, method, seed)}
+    train_record = read_json(Path(model_dir) / "train.json")
+    if train_record.get("status", "ok") != "ok":
+        return _failed_samples(cfg, train_record, out_dir, ids)
+    device = setup_job(cfg)
+    model, _ = load_trained(cfg, method, model_dir, device, seed=seed)
+    s = cfg.sample
+    work = out_dir / "chunks"
+    images, seconds, reused = sample_chunks(model, cfg, sample_seeds(cfg), device, work, ids["sample_id"])
+    save_images(out_dir / "samples.npz", images)
+    save_grid(out_dir / "grid.png", images[: cfg.eval.grid_size])
+    record = {**provenance(), "status": "ok", **ids,
+              "sampler": s.sampler, "sampling_steps": s.steps, "eta": s.eta, "num_samples": len(images),
+              "sampling_seconds": seconds, "sampling_images_per_second": len(images) / max(seconds, 1e-9),
+              "sampling_batch_size": s.batch_size, "sampling_device": device, "sampling_chunks_reused": reused,
+              "sample_record": model.record(), "versions": versions()}
+    write_json(out_dir / "sample.json", record)
+    shutil.rmtree(work, ignore_errors=True)
+    return record
+
+
+# --- reference statistics and evaluation -------------------------------------------------------------------------
 def reference_images(cfg: ExperimentConfig) -> np.ndarray:
     """The real images of the reference statistics: num_real training images in a fixed (seed 0) order."""
     import torch
@@ -115,7 +187,23 @@ def reference_images(cfg: ExperimentConfig) -> np.ndarray:
 def refstats_step(cfg: ExperimentConfig, out_path: str | Path) -> dict:
     from pdm.metrics import compute_reference_stats
 
-    return compute_reference_stats(reference_images(cfg), out_path)
+    out_path = Path(out_path)
+    device = setup_job(cfg)
+    work = out_path.with_name(out_path.name + ".work")
+    metadata = compute_reference_stats(reference_images(cfg), out_path, device=device, work_dir=work,
+                                       identity=refstats_identity(cfg))
+    shutil.rmtree(work, ignore_errors=True)
+    return metadata
+
+
+def check_refstats_identity(cfg: ExperimentConfig, refstats: str | Path) -> None:
+    from pdm.metrics import load_reference_stats
+
+    metadata, _ = load_reference_stats(refstats)
+    expected = refstats_identity(cfg)
+    if metadata.get("identity") != expected:
+        raise ValueError(f"{refstats} holds reference statistics of identity {metadata.get('identity')}, this config "
+                         f"gives {expected} (data or eval.num_real differ); recompute them (`pdm-bench refstats`)")
 
 
 def storage(model_dir: Path, train_record: dict) -> dict:
@@ -124,8 +212,10 @@ def storage(model_dir: Path, train_record: dict) -> dict:
     Stage-1 files count as weights when generation needs them (LDM's autoencoder) and as external memory when they
     are a database, an index or a frozen encoder (RDM).
     """
+    from pdm.checkpoint import weights_dir
+
     sampling = set(train_record["method_record"].get("sampling_components", ()))
-    sizes = {p.stem: p.stat().st_size for p in Path(model_dir).glob("*.safetensors")}
+    sizes = {p.stem: p.stat().st_size for p in weights_dir(model_dir).glob("*.safetensors")}
     stage1, stage1_dir = train_record.get("stage1") or {}, Path(train_record.get("stage1_dir") or ".")
     stage1_weights = sum((stage1_dir / f).stat().st_size for f in stage1.get("sampling_files", []))
     external_bytes = sum((stage1_dir / f).stat().st_size for f in stage1.get("external_files", []))
@@ -135,31 +225,50 @@ def storage(model_dir: Path, train_record: dict) -> dict:
         "training_only_bytes": sum(v for k, v in sizes.items() if sampling and k not in sampling),
         "prototype_bank_bytes": sizes.get("prototypes", 0),
         "external_memory_bytes": external_bytes,
-        "component_bytes": sizes,
     }
+
+
+TRAIN_FIELDS = ("status", "failure", "steps_done", "stop_reason", "batch_size", "images_seen", "device",
+                "num_processes", "mixed_precision", "stage1_seconds", "train_seconds", "train_images_per_second",
+                "device_hours", "parameters_total", "parameters_sampling", "peak_memory_bytes", "peak_memory_kind",
+                "config_hash")
+SAMPLE_FIELDS = ("sampler", "sampling_steps", "eta", "num_samples", "sampling_seconds", "sampling_images_per_second",
+                 "sampling_batch_size", "sampling_device")
 
 
 def evaluate_step(cfg: ExperimentConfig, method: str, seed: int, model_dir: str | Path, samples_dir: str | Path,
                   refstats: str | Path, out_path: str | Path) -> dict:
-    """One flat result record: scores, costs, storage, and what the method did differently (its record)."""
+    """One flat result record: identities, scores, costs, storage, and what the method did differently."""
+    from pdm.checkpoint import read_train_record
     from pdm.metrics import score_samples
 
-    train_record = read_json(Path(model_dir) / "train.json")
+    out_path = Path(out_path)
+    ids = all_identities(cfg, method, seed)
+    train_record = read_train_record(cfg, method, seed, model_dir)
     sample_record = read_json(Path(samples_dir) / "sample.json")
-    scores = score_samples(load_images(Path(samples_dir) / "samples.npz"), refstats,
-                           kid_subset_size=cfg.eval.kid_subset_size, allow_download=cfg.eval.allow_is_download)
-    keep = ("steps_done", "stop_reason", "batch_size", "images_seen", "device", "num_processes", "mixed_precision",
-            "stage1_seconds", "train_seconds", "train_images_per_second", "device_hours", "parameters_total",
-            "parameters_sampling", "peak_memory_bytes", "peak_memory_kind", "config_hash")
+    if sample_record.get("sample_id") != ids["sample_id"]:
+        raise ValueError(f"{samples_dir} holds samples of identity {sample_record.get('sample_id')}, this config gives "
+                         f"{ids['sample_id']}; re-run the sample step (snakemake does this when the config changes)")
+    check_refstats_identity(cfg, refstats)
     record = {
+        **provenance(), **ids,
         "experiment": cfg.experiment, "method": method, "seed": seed, "dataset": cfg.data.dataset,
         "resolution": cfg.data.resolution,
-        **{k: train_record[k] for k in keep},
+        **{k: train_record.get(k) for k in TRAIN_FIELDS},
         **{k: v for k, v in train_record["method_record"].items() if not isinstance(v, (list, dict))},
-        **{k: v for k, v in sample_record.items() if k != "sample_record"},
-        **{k: v for k, v in storage(Path(model_dir), train_record).items() if k != "component_bytes"},
-        **scores,
-        "versions": train_record["versions"],
+        **{k: sample_record.get(k) for k in SAMPLE_FIELDS},
+        "train_versions": train_record.get("versions"),
     }
+    if train_record.get("status", "ok") == "ok":
+        device = setup_job(cfg)
+        work = out_path.with_name(out_path.stem + ".work")
+        scores = score_samples(load_images(Path(samples_dir) / "samples.npz"), refstats, device=device,
+                               kid_subset_size=cfg.eval.kid_subset_size, allow_download=cfg.eval.allow_is_download,
+                               work_dir=work, identity=ids["sample_id"])
+        record.update(storage(Path(model_dir), train_record))
+        record.update({k: v for k, v in scores.items() if k not in ("versions", "refstats_versions")},
+                      evaluation_device=device, metric_versions=scores.get("versions"),
+                      refstats_versions=scores.get("refstats_versions"))
+        shutil.rmtree(work, ignore_errors=True)
     write_json(out_path, record)
     return record

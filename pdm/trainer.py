@@ -4,12 +4,15 @@ A method only supplies `loss` (through `forward`); it never owns a loop, so ever
 same batches in the same order, the same AdamW + warm-up + cosine schedule, the same clip and EMA, and the same
 budget in optimiser steps. Multi-GPU runs go through accelerate (`accelerate launch -m pdm.cli train ...`): each
 process takes its share of every global batch, so the global batch and data order do not change.
+
+Health: a NaN or Inf in any loss term or in the gradients stops training at that step, naming the step and the term;
+the run is then recorded as failed (train.json `status: failed`, `failure: ...`) so that it shows in the tables with
+its reason instead of silently disappearing.
 """
 
 from __future__ import annotations
 
 import logging
-import platform
 import resource
 import shutil
 import sys
@@ -22,27 +25,26 @@ from diffusers.optimization import get_constant_schedule_with_warmup, get_cosine
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from pdm import __version__
-from pdm.checkpoint import load_training_state, save_components, save_training_state
+from pdm.checkpoint import load_stage1, load_training_state, save_components, save_training_state, weights_dir
 from pdm.config import ExperimentConfig
 from pdm.data import BatchStream, load_dataset
-from pdm.io import read_json, write_json
+from pdm.identity import stage1_identity, training_identity
+from pdm.io import write_json
 from pdm.methods.base import DataInfo
 from pdm.methods.registry import get_method_class
+from pdm.runtime import provenance, resolve_device, setup_job, versions
 
+__all__ = ["TrainingDiverged", "load_stage1", "resolve_device", "train", "versions"]
 log = logging.getLogger("pdm.trainer")
 
 
-def resolve_device(cfg: ExperimentConfig) -> str:
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for but torch sees no GPU; set device: auto or cpu")
-    return "cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss term or gradient: names the step and the term, and the usual fixes."""
 
-
-def versions() -> dict[str, str]:
-    import diffusers
-
-    return {"pdm_bench": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__, "python": platform.python_version()}
+    def __init__(self, method: str, step: int, term: str, value: float):
+        self.step, self.term, self.value = step, term, value
+        super().__init__(f"{method}: {term} became {value} at step {step}; training stopped there. Fix: lower train.lr, "
+                         "set train.grad_clip, or use train.mixed_precision: 'no'")
 
 
 def peak_memory(device: str) -> dict:
@@ -60,160 +62,196 @@ def _file_logger(path: Path) -> logging.Handler:
     return handler
 
 
-def load_stage1(method, stage1_dir) -> dict:
-    """Attach a method's stage-1 outputs and return their record ({} for methods without a stage 1)."""
-    if not method.has_stage1:
-        return {}
-    if stage1_dir is None:
-        raise ValueError(f"{method.name} needs its stage-1 outputs: run `pdm-bench stage1` first and pass --stage1-dir")
-    record_path = Path(stage1_dir) / "stage1.json"
-    if not record_path.exists():
-        raise FileNotFoundError(f"{record_path} is missing; run `pdm-bench stage1 --method {method.name}` first")
-    method.prepare(Path(stage1_dir))
-    return read_json(record_path)
-
-
 def train(cfg: ExperimentConfig, method_name: str, seed: int, model_dir: str | Path, resume: bool = True,
           stage1_dir: str | Path | None = None) -> dict:
-    """Train `method_name` under the experiment budget; writes weights + train.json into model_dir, returns the record.
+    """Train `method_name` under the experiment budget; writes weights/ + train.json into model_dir, returns the record.
 
-    Methods with a stage 1 (LDM, RDM) need the folder that `pdm-bench stage1` wrote: stage1_dir.
+    Methods with a stage 1 (LDM, RDM) need the folder that `pdm-bench stage1` wrote: stage1_dir. A run that diverges
+    returns (and writes) a record with status 'failed' and the reason, and no weights.
     """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     handler = _file_logger(model_dir / "train.log")
     try:
-        return _train(cfg, method_name, seed, model_dir, resume, stage1_dir)
+        return _Run(cfg, method_name, seed, model_dir, stage1_dir).execute(resume)
     finally:
         logging.getLogger("pdm").removeHandler(handler)
         handler.close()
 
 
-def _train(cfg: ExperimentConfig, method_name: str, seed: int, model_dir: Path, resume: bool, stage1_dir) -> dict:
-    tc = cfg.train
-    device = resolve_device(cfg)
-    accelerator = Accelerator(mixed_precision=tc.mixed_precision, cpu=device == "cpu")
-    rank, world = accelerator.process_index, accelerator.num_processes
-    if tc.batch_size % world:
-        raise ValueError(f"train.batch_size={tc.batch_size} must be divisible by the {world} processes")
-    if device == "cpu":
-        torch.set_num_threads(cfg.threads_per_job)
+class _Run:
+    """One training run, in the order it happens: set up, resume, loop, write the record."""
 
-    dataset = load_dataset(cfg.data)
-    torch.manual_seed(seed)  # same seed -> same initial U-Net for every method
-    method = get_method_class(method_name)(cfg, DataInfo.of(dataset))
-    log.info("training %s seed %d on %s x%d: %d parameters, config %s", method_name, seed, device, world,
-             sum(p.numel() for p in method.parameters()), cfg.hash)
+    def __init__(self, cfg: ExperimentConfig, method_name: str, seed: int, model_dir: Path, stage1_dir):
+        self.cfg, self.method_name, self.seed, self.model_dir = cfg, method_name, seed, model_dir
+        self.stage1_dir = stage1_dir
+        self.train_id = training_identity(cfg, method_name, seed)
+        self.checkpoint_dir = model_dir / "checkpoint"
 
-    stage1 = load_stage1(method, stage1_dir)  # frozen stage-1 outputs; their time counts in this method's cost
-    method.to(accelerator.device)
-    trainable = [p for p in method.parameters() if p.requires_grad]  # stage-1 networks stay frozen
+    # --- set up ------------------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        cfg, tc = self.cfg, self.cfg.train
+        self.device = setup_job(cfg)
+        self.accelerator = Accelerator(mixed_precision=tc.mixed_precision, cpu=self.device == "cpu")
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        if tc.batch_size % self.world:
+            raise ValueError(f"train.batch_size={tc.batch_size} must be divisible by the {self.world} processes")
+        self.dataset = load_dataset(cfg.data)
+        torch.manual_seed(self.seed)  # same seed -> same initial U-Net for every method
+        self.method = get_method_class(self.method_name)(cfg, DataInfo.of(self.dataset))
+        log.info("training %s seed %d on %s x%d: %d parameters, training identity %s", self.method_name, self.seed,
+                 self.device, self.world, sum(p.numel() for p in self.method.parameters()), self.train_id)
+        self.stage1 = load_stage1(self.method, self.stage1_dir)  # frozen; its time counts in this method's cost
+        self.method.to(self.accelerator.device)
+        self.trainable = [p for p in self.method.parameters() if p.requires_grad]  # stage-1 networks stay frozen
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+        if tc.lr_schedule == "cosine":
+            self.lr_schedule = get_cosine_schedule_with_warmup(self.optimizer, tc.warmup_steps, tc.steps)
+        else:
+            self.lr_schedule = get_constant_schedule_with_warmup(self.optimizer, tc.warmup_steps)
+        self.ema = EMAModel(self.trainable, decay=tc.ema_decay) if tc.ema_decay is not None else None
+        self.model, self.optimizer = self.accelerator.prepare(self.method, self.optimizer)
 
-    optimizer = torch.optim.AdamW(trainable, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
-    if tc.lr_schedule == "cosine":
-        lr_schedule = get_cosine_schedule_with_warmup(optimizer, tc.warmup_steps, tc.steps)
-    else:
-        lr_schedule = get_constant_schedule_with_warmup(optimizer, tc.warmup_steps)
-    ema = EMAModel(trainable, decay=tc.ema_decay) if tc.ema_decay is not None else None
-    model, optimizer = accelerator.prepare(method, optimizer)
-
-    checkpoint_dir = model_dir / "checkpoint"
-    step, train_seconds = 0, 0.0
-    state = load_training_state(checkpoint_dir, accelerator.device) if resume else None
-    if state is not None:
+    def _resume(self) -> tuple[int, float]:
+        state = load_training_state(self.checkpoint_dir, self.accelerator.device)
+        if state is None:
+            return 0, 0.0
         model_state, rest, progress = state
-        if progress["config_hash"] != cfg.hash:
+        if progress.get("train_id") != self.train_id:
             raise ValueError(
-                f"{checkpoint_dir} belongs to config {progress['config_hash']}, not {cfg.hash}; "
-                "delete that folder to start over, or use the config it was made with"
+                f"{self.checkpoint_dir} belongs to training identity {progress.get('train_id')}, not {self.train_id} "
+                "(the data, model, diffusion, train settings, method options or seed differ); delete that folder to "
+                "start over, or use the config it was made with"
             )
-        method.load_state_dict(model_state)
-        optimizer.load_state_dict(rest["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(rest["ema"])
-        lr_schedule.load_state_dict(rest["lr_schedule"])
-        step, train_seconds = progress["step"], progress["train_seconds"]
-        log.info("resumed from step %d", step)
+        self.method.load_state_dict(model_state)
+        self.optimizer.load_state_dict(rest["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(rest["ema"])
+        self.lr_schedule.load_state_dict(rest["lr_schedule"])
+        log.info("resumed from step %d", progress["step"])
+        return progress["step"], progress["train_seconds"]
 
-    stream = BatchStream(dataset, tc.batch_size, seed, hflip=cfg.data.hflip)
-    bar = tqdm(total=tc.steps, initial=step, desc=f"{method_name} seed{seed}", mininterval=2.0,
-               disable=not accelerator.is_main_process, file=sys.stderr)
-    window: dict[str, float] = {}
-    last_window: dict[str, float] = {}
-    stop_reason = "steps"
-    model.train()
-    loop_started = time.perf_counter() - train_seconds
-    while step < tc.steps:
-        x0, labels, index = stream.batch(step, rank, world)
-        x0 = x0.to(accelerator.device)
-        labels = labels.to(accelerator.device) if labels is not None else None
-        generator = torch.Generator(accelerator.device).manual_seed((seed * 1_000_003 + step) * 64 + rank)
-        with accelerator.autocast():
-            loss, logs = model(x0, labels, generator, index.to(accelerator.device))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{method_name}: loss became {loss.item()} at step {step}; lower train.lr or enable grad_clip")
-        accelerator.backward(loss)
+    # --- the loop ----------------------------------------------------------------------------------------------
+    def _check_finite(self, step: int, logs: dict) -> None:
+        """One device sync for every loss term; only on failure find which one."""
+        values = torch.stack([torch.as_tensor(v, dtype=torch.float32).reshape(()) for v in logs.values()])
+        if not bool(torch.isfinite(values).all()):
+            bad = {k: float(v) for k, v in logs.items() if not bool(torch.isfinite(torch.as_tensor(v)))}
+            specific = [k for k in bad if k != "loss"] or list(bad)  # name the term, not only the total it spoils
+            raise TrainingDiverged(self.method_name, step, ", ".join(specific), bad[specific[0]])
+
+    def _clip_and_check_gradients(self, step: int) -> None:
+        tc = self.cfg.train
         if tc.grad_clip is not None:
-            accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-        lr_schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.step(trainable)
-        step += 1
+            norm = self.accelerator.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.trainable if p.grad is not None])
+        if not bool(torch.isfinite(torch.as_tensor(norm))):
+            name = next((n for n, p in self.method.named_parameters()
+                         if p.grad is not None and not bool(torch.isfinite(p.grad).all())), "some parameter")
+            raise TrainingDiverged(self.method_name, step, f"the gradient of {name}", float(norm))
 
-        for key, value in logs.items():
-            window[key] = window.get(key, 0.0) + float(value)
-        if step % tc.log_every == 0 or step == tc.steps:
-            means = {k: v / (tc.log_every if step % tc.log_every == 0 else step % tc.log_every) for k, v in window.items()}
-            log.info("step %d lr %.3g %s", step, lr_schedule.get_last_lr()[0], " ".join(f"{k} {v:.4f}" for k, v in means.items()))
-            bar.set_postfix({k: f"{v:.3f}" for k, v in means.items() if k in ("loss", "loss_diffusion", "loss_prototype")})
-            last_window, window = means, {}
-        bar.update(1)
-        train_seconds = time.perf_counter() - loop_started
-        if tc.max_seconds is not None and train_seconds >= tc.max_seconds and step < tc.steps:
-            stop_reason = "max_seconds"
-            break
-        if step % tc.checkpoint_every == 0 and step < tc.steps and accelerator.is_main_process:
-            save_training_state(checkpoint_dir, method.state_dict(), ema.state_dict() if ema else None,
-                                {"optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict()}, {"step": step, "train_seconds": train_seconds, "config_hash": cfg.hash})
-    bar.close()
-    accelerator.wait_for_everyone()
+    def _loop(self, step: int, train_seconds: float) -> tuple[int, float, str, dict]:
+        cfg, tc, accelerator = self.cfg, self.cfg.train, self.accelerator
+        stream = BatchStream(self.dataset, tc.batch_size, self.seed, hflip=cfg.data.hflip)
+        bar = tqdm(total=tc.steps, initial=step, desc=f"{self.method_name} seed{self.seed}", mininterval=2.0,
+                   disable=not accelerator.is_main_process, file=sys.stderr)
+        window: dict[str, float] = {}
+        last_window: dict[str, float] = {}
+        stop_reason = "steps"
+        self.model.train()
+        loop_started = time.perf_counter() - train_seconds
+        while step < tc.steps:
+            x0, labels, index = stream.batch(step, self.rank, self.world)
+            x0 = x0.to(accelerator.device)
+            labels = labels.to(accelerator.device) if labels is not None else None
+            generator = torch.Generator(accelerator.device).manual_seed((self.seed * 1_000_003 + step) * 64 + self.rank)
+            with accelerator.autocast():
+                loss, logs = self.model(x0, labels, generator, index.to(accelerator.device))
+            self._check_finite(step + 1, {**logs, "loss": loss.detach()})
+            accelerator.backward(loss)
+            self._clip_and_check_gradients(step + 1)
+            self.optimizer.step()
+            self.lr_schedule.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.step(self.trainable)
+            step += 1
 
-    if ema is not None:
-        ema.copy_to(trainable)  # the saved and evaluated weights are the EMA weights
-    method.finalize(dataset)
-    record = {
-        "experiment": cfg.experiment,
-        "method": method_name,
-        "seed": seed,
-        "config_hash": cfg.hash,
-        "config": dict(cfg.resolved),
-        "data_info": DataInfo.of(dataset).__dict__,
-        "method_record": method.record(),
-        "steps_done": step,
-        "stop_reason": stop_reason,
-        "final_losses": {k: round(v, 6) for k, v in last_window.items()},
-        "batch_size": tc.batch_size,
-        "images_seen": step * tc.batch_size,
-        "device": device,
-        "num_processes": world,
-        "mixed_precision": tc.mixed_precision,
-        "stage1": stage1,
-        "stage1_dir": str(stage1_dir) if stage1_dir is not None else None,
-        "stage1_seconds": stage1.get("seconds", 0.0),
-        "train_seconds": train_seconds,
-        "train_images_per_second": step * tc.batch_size / max(train_seconds, 1e-9),
-        "device_hours": (stage1.get("seconds", 0.0) + train_seconds) * world / 3600.0,
-        "parameters_total": sum(p.numel() for p in method.parameters()),
-        "parameters_trained": sum(p.numel() for p in trainable),
-        "parameters_sampling": sum(p.numel() for module in method.sampling_modules() for p in module.parameters()),
-        **peak_memory(device),
-        "versions": versions(),
-    }
-    if accelerator.is_main_process:
-        record["component_bytes"] = save_components(method, model_dir)
-        write_json(model_dir / "train.json", record)
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    log.info("done: %d steps in %.1f s (%.0f img/s)", step, train_seconds, record["train_images_per_second"])
-    return record
+            for key, value in logs.items():
+                window[key] = window.get(key, 0.0) + float(value)
+            if step % tc.log_every == 0 or step == tc.steps:
+                count = tc.log_every if step % tc.log_every == 0 else step % tc.log_every
+                means = {k: v / count for k, v in window.items()}
+                log.info("step %d lr %.3g %s", step, self.lr_schedule.get_last_lr()[0],
+                         " ".join(f"{k} {v:.4f}" for k, v in means.items()))
+                bar.set_postfix({k: f"{v:.3f}" for k, v in means.items() if k in ("loss", "loss_diffusion", "loss_prototype")})
+                last_window, window = means, {}
+            bar.update(1)
+            train_seconds = self.elapsed = time.perf_counter() - loop_started
+            if tc.max_seconds is not None and train_seconds >= tc.max_seconds and step < tc.steps:
+                stop_reason = "max_seconds"
+                break
+            if step % tc.checkpoint_every == 0 and step < tc.steps and accelerator.is_main_process:
+                save_training_state(self.checkpoint_dir, self.method.state_dict(),
+                                    self.ema.state_dict() if self.ema else None,
+                                    {"optimizer": self.optimizer.state_dict(), "lr_schedule": self.lr_schedule.state_dict()},
+                                    {"step": step, "train_seconds": train_seconds, "train_id": self.train_id})
+        bar.close()
+        accelerator.wait_for_everyone()
+        return step, train_seconds, stop_reason, last_window
+
+    # --- the record --------------------------------------------------------------------------------------------
+    def _record(self, steps_done: int, train_seconds: float, stop_reason: str, final_losses: dict) -> dict:
+        cfg, tc, method = self.cfg, self.cfg.train, self.method
+        stage1_seconds = self.stage1.get("seconds", 0.0)
+        return {
+            **provenance(),
+            "status": "ok", "failure": None,
+            "experiment": cfg.experiment, "method": self.method_name, "seed": self.seed,
+            "train_id": self.train_id, "stage1_id": stage1_identity(cfg, self.method_name, self.seed),
+            "config_hash": cfg.hash, "config": dict(cfg.resolved),
+            "data_info": DataInfo.of(self.dataset).__dict__,
+            "method_record": method.record(),
+            "steps_done": steps_done, "stop_reason": stop_reason,
+            "final_losses": {k: round(v, 6) for k, v in final_losses.items()},
+            "batch_size": tc.batch_size, "images_seen": steps_done * tc.batch_size,
+            "device": self.device, "num_processes": self.world, "mixed_precision": tc.mixed_precision,
+            "stage1": self.stage1, "stage1_dir": str(self.stage1_dir) if self.stage1_dir is not None else None,
+            "stage1_seconds": stage1_seconds, "train_seconds": train_seconds,
+            "train_images_per_second": steps_done * tc.batch_size / max(train_seconds, 1e-9),
+            "device_hours": (stage1_seconds + train_seconds) * self.world / 3600.0,
+            "parameters_total": sum(p.numel() for p in method.parameters()),
+            "parameters_trained": sum(p.numel() for p in self.trainable),
+            "parameters_sampling": sum(p.numel() for m in method.sampling_modules() for p in m.parameters()),
+            **peak_memory(self.device),
+            "versions": versions(),
+        }
+
+    def execute(self, resume: bool) -> dict:
+        self._build()
+        step, train_seconds = self._resume() if resume else (0, 0.0)
+        self.elapsed = train_seconds
+        weights = weights_dir(self.model_dir)
+        try:
+            steps_done, train_seconds, stop_reason, final_losses = self._loop(step, train_seconds)
+        except TrainingDiverged as err:
+            log.error("%s", err)
+            record = self._record(err.step - 1, self.elapsed, "diverged", {})
+            record.update(status="failed", failure=str(err), failed_step=err.step, failed_term=err.term)
+            if self.accelerator.is_main_process:
+                shutil.rmtree(weights, ignore_errors=True)
+                weights.mkdir(parents=True)  # an empty weights folder: the run has no model to sample from
+                write_json(self.model_dir / "train.json", record)
+                shutil.rmtree(self.checkpoint_dir, ignore_errors=True)  # resuming would only diverge again
+            return record
+        if self.ema is not None:
+            self.ema.copy_to(self.trainable)  # the saved and evaluated weights are the EMA weights
+        self.method.finalize(self.dataset)
+        record = self._record(steps_done, train_seconds, stop_reason, final_losses)
+        if self.accelerator.is_main_process:
+            record["component_bytes"] = save_components(self.method, weights)
+            write_json(self.model_dir / "train.json", record)
+            shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+        log.info("done: %d steps in %.1f s (%.0f img/s)", steps_done, train_seconds, record["train_images_per_second"])
+        return record

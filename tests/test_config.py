@@ -77,7 +77,8 @@ def test_empty_image_folder(ci_raw, tmp_path):
 
 
 def test_unreadable_image(ci_raw, tmp_path):
-    (tmp_path / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "digits").mkdir()
+    (tmp_path / "digits" / "broken.png").write_bytes(b"not a png")
     ci_raw["data"] = {"dataset": "imagefolder", "root": str(tmp_path)}
     expect(ci_raw, "cannot read image", "broken.png")
 

@@ -121,7 +121,7 @@ def test_stage1_end_to_end_then_the_harness(make_cfg, tmp_path, monkeypatch):
     model_dir = tmp_path / "model"
     trained = train(cfg, "ldm", 0, model_dir, stage1_dir=stage1_dir)
     assert trained["parameters_trained"] == sum(p.numel() for p in method.unet.parameters())
-    assert sorted(p.name for p in model_dir.glob("*.safetensors")) == ["unet.safetensors"]
+    assert sorted(p.name for p in (model_dir / "weights").glob("*.safetensors")) == ["unet.safetensors"]
     assert trained["stage1_seconds"] == record["seconds"]
     sizes = storage(model_dir, trained)
     assert sizes["stage1_weights_bytes"] == (stage1_dir / "decoder.safetensors").stat().st_size

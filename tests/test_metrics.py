@@ -92,6 +92,7 @@ def test_converted_weights_cached_and_logits_unusable():
     mtime = path.stat().st_mtime_ns
     assert inception.converted_weights_path() == path and path.stat().st_mtime_ns == mtime  # re-used, not redone
     assert len(inception.weights_sha256(path)) == 64
+    assert inception.extractor_identity() == inception.EXTRACTOR_TENSORS_SHA256
     state = torch.load(path, weights_only=True)
     # The source has no logits layer: the fc layer must be NaN, never random numbers that look like a score.
     assert torch.isnan(state["fc.weight"]).all() and torch.isnan(state["fc.bias"]).all()
@@ -107,11 +108,13 @@ def test_fid_of_a_set_against_itself_is_zero(self_scores, refstats_a):
     assert abs(self_scores["fid"]) < 1e-3
     assert abs(self_scores["clean_fid"]) < 1e-3
     assert metadata["extractor"] == inception.EXTRACTOR_NAME and metadata["num_images"] == N_PER_SET
-    assert metadata["extractor_weights_sha256"] == inception.weights_sha256(inception.converted_weights_path())
+    assert metadata["extractor_tensors_sha256"] == inception.EXTRACTOR_TENSORS_SHA256 == inception.extractor_identity()
     assert set(metadata["versions"]) >= {"torch", "torch_fidelity", "clean_fid"}
     assert self_scores["num_samples"] == self_scores["num_real"] == N_PER_SET
     assert self_scores["kid_subset_size"] == N_PER_SET
-    assert self_scores["extractor_weights_sha256"] == self_scores["refstats_weights_sha256"]
+    assert self_scores["extractor_tensors_sha256"] == self_scores["refstats_tensors_sha256"]
+    assert self_scores["extractor_tensors_sha256"] == inception.EXTRACTOR_TENSORS_SHA256
+    assert "extractor_weights_sha256" not in self_scores and "refstats_weights_sha256" not in self_scores
     json.dumps(self_scores)  # flat and JSON-serialisable
     # clean mode really uses the other resize (PIL bicubic): same network, different features.
     _, ref = scores.load_reference_stats(path)
@@ -173,13 +176,17 @@ def _rewrite_metadata(src, dst, **changes):
 def test_refstats_mismatch_is_a_clear_error(refstats_a, real_sets, tmp_path):
     a_path, _ = refstats_a
     other = tmp_path / "other_weights.npz"
-    _rewrite_metadata(a_path, other, extractor_weights_sha256="0" * 64)
-    with pytest.raises(ValueError, match="sha256 0{64}.*recompute the reference statistics"):
+    _rewrite_metadata(a_path, other, extractor_tensors_sha256="0" * 64)
+    with pytest.raises(ValueError, match="sha256 0{64}.*delete it and recompute it"):
         scores.score_samples(real_sets[1], other)
     renamed = tmp_path / "other_extractor.npz"
     _rewrite_metadata(a_path, renamed, extractor="dinov2")
     with pytest.raises(ValueError, match="extractor 'dinov2'"):
         scores.score_samples(real_sets[1], renamed)
+    older = tmp_path / "format1.npz"  # format 1 named the extractor by its file's sha256, which varied per machine
+    _rewrite_metadata(a_path, older, format=1, extractor_weights_sha256="0" * 64)
+    with pytest.raises(ValueError, match="format 1.*delete it and recompute it"):
+        scores.score_samples(real_sets[1], older)
     with pytest.raises(FileNotFoundError, match="compute_reference_stats"):
         scores.score_samples(real_sets[1], tmp_path / "missing.npz")
 

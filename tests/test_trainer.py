@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from pdm.data import BatchStream
+from pdm.identity import training_identity
 from pdm.trainer import train
 
 TINY = {"train": {"steps": 6, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 3, "log_every": 2}}
@@ -32,11 +33,13 @@ def test_batch_stream_is_a_function_of_seed_and_step(tiny_data):
 def test_train_writes_weights_and_record(digits_cfg, tmp_path):
     record = train(digits_cfg, "pdm", 0, tmp_path)
     assert record["steps_done"] == 6 and record["stop_reason"] == "steps"
-    assert (tmp_path / "unet.safetensors").exists() and (tmp_path / "prototypes.safetensors").exists()
+    assert (tmp_path / "weights" / "unet.safetensors").exists() and (tmp_path / "weights" / "prototypes.safetensors").exists()
     assert not (tmp_path / "checkpoint").exists()
     saved = json.loads((tmp_path / "train.json").read_text())
-    assert saved["config_hash"] == digits_cfg.hash and saved["method_record"]["prototype_sampling"] == "frequency"
-    counts = load_file(str(tmp_path / "prototypes.safetensors"))["usage_counts"]
+    assert saved["train_id"] == training_identity(digits_cfg, "pdm", 0) and saved["status"] == "ok"
+    assert saved["method_record"]["prototype_sampling"] == "frequency"
+    assert saved["record_format"] >= 2 and saved["git_commit"] and saved["pdm_bench_version"]
+    counts = load_file(str(tmp_path / "weights" / "prototypes.safetensors"))["usage_counts"]
     assert counts.sum().item() == 32 - round(32 * 0.1)  # usage frequencies over the whole training split
     assert "loss_prototype" in saved["final_losses"] and saved["train_seconds"] > 0
     assert "step 6" in (tmp_path / "train.log").read_text()
@@ -67,18 +70,29 @@ def test_resume_reproduces_an_uninterrupted_run(make_cfg, tmp_path):
     assert (tmp_path / "resumed" / "checkpoint" / "progress.json").exists()
     record = train(cfg, "ddpm", 0, tmp_path / "resumed")
     assert record["steps_done"] == 6
-    a = load_file(str(tmp_path / "straight" / "unet.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "unet.safetensors"))
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    a = load_file(str(tmp_path / "straight" / "weights" / "unet.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "weights" / "unet.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bitwise
 
 
-def test_checkpoint_from_another_config_is_refused(make_cfg, tmp_path):
+def test_checkpoint_of_another_training_identity_is_refused(make_cfg, tmp_path):
     cfg = make_cfg({**TINY, "data": {"max_images": 32}})
     from pdm.checkpoint import save_training_state
 
-    save_training_state(tmp_path / "checkpoint", {}, None, {"optimizer": {}}, {"step": 1, "train_seconds": 0.0, "config_hash": "0" * 16})
-    with pytest.raises(ValueError, match="belongs to config"):
+    save_training_state(tmp_path / "checkpoint", {}, None, {"optimizer": {}}, {"step": 1, "train_seconds": 0.0, "train_id": "0" * 16})
+    with pytest.raises(ValueError, match="belongs to training identity 0{16}"):
         train(cfg, "ddpm", 0, tmp_path)
+
+
+def test_checkpoint_survives_settings_outside_the_training_identity(make_cfg, tmp_path):
+    """Sampling or evaluation edits never make a half-trained model foreign."""
+    first = make_cfg({**TINY, "data": {"max_images": 32}})
+    later = make_cfg({**TINY, "data": {"max_images": 32}, "sample": {"steps": 9}, "eval": {"num_real": 10}})
+    from pdm.checkpoint import save_training_state
+
+    save_training_state(tmp_path / "checkpoint", {}, None, {"optimizer": {}},
+                        {"step": 1, "train_seconds": 0.0, "train_id": training_identity(first, "ddpm", 0)})
+    assert training_identity(first, "ddpm", 0) == training_identity(later, "ddpm", 0)
 
 
 def test_sampling_refuses_weights_of_another_config(make_cfg, digits_cfg, tmp_path):
@@ -86,8 +100,49 @@ def test_sampling_refuses_weights_of_another_config(make_cfg, digits_cfg, tmp_pa
 
     train(digits_cfg, "ddpm", 0, tmp_path)
     other = make_cfg({**TINY, "data": {"max_images": 32}, "train": {**TINY["train"], "lr": 1e-3}})
-    with pytest.raises(ValueError, match="config hash"):
+    with pytest.raises(ValueError, match="training identity"):
         load_trained(other, "ddpm", tmp_path)
-    (tmp_path / "unet.safetensors").write_bytes(b"truncated")
+    (tmp_path / "weights" / "unet.safetensors").write_bytes(b"truncated")
     with pytest.raises(ValueError, match="not a readable safetensors"):
         load_trained(digits_cfg, "ddpm", tmp_path)
+
+
+class NanGradient(torch.autograd.Function):
+    """Zero in the forward pass, NaN gradient in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.shape = x.shape
+        return x.new_zeros(())
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full(ctx.shape, float("nan"))
+
+
+@pytest.mark.parametrize("where", ["loss_prototype", "gradient"])
+def test_non_finite_values_stop_training_and_are_recorded(digits_cfg, tmp_path, monkeypatch, where):
+    """A NaN in one loss term (or in a gradient) stops the run at that step, naming both; the run is recorded as failed."""
+    from pdm.methods.pdm import PDM
+
+    original = PDM.loss
+
+    def poisoned(self, x0, labels, generator, index=None):
+        total, logs = original(self, x0, labels, generator, index)
+        if self.poison_after == 0:
+            if where == "loss_prototype":
+                logs = {**logs, "loss_prototype": torch.tensor(float("nan"))}
+            else:
+                total = total + NanGradient.apply(self.bank.prototypes)  # finite loss, NaN gradient
+        self.poison_after -= 1
+        return total, logs
+
+    monkeypatch.setattr(PDM, "loss", poisoned)
+    monkeypatch.setattr(PDM, "poison_after", 3, raising=False)
+    record = train(digits_cfg, "pdm", 0, tmp_path)
+    assert record["status"] == "failed" and record["failed_step"] == 4 and record["steps_done"] == 3
+    expected = "loss_prototype" if where == "loss_prototype" else "the gradient of"
+    assert expected in record["failure"] and "at step 4" in record["failure"] and "train.lr" in record["failure"]
+    saved = json.loads((tmp_path / "train.json").read_text())
+    assert saved["status"] == "failed" and saved["failure"] == record["failure"]
+    assert list((tmp_path / "weights").iterdir()) == [] and not (tmp_path / "checkpoint").exists()

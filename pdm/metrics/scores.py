@@ -15,6 +15,7 @@ Feature extraction follows the two libraries' conventions; the distances are the
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import json
 import pathlib
@@ -29,7 +30,9 @@ from pdm.metrics import inception
 
 MODES = ("torch-fidelity", "clean")
 _KEYS = {"torch-fidelity": "torch_fidelity", "clean": "clean"}
-REFSTATS_FORMAT = 1
+FEATURE_DIM = 2048  # Inception-v3 pool features
+# 2: the extractor is named by its tensor hash (extractor_tensors_sha256), no longer by its file's sha256.
+REFSTATS_FORMAT = 2
 
 
 def versions() -> dict:
@@ -64,23 +67,109 @@ def _clean_resize(batch: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.stack([resize(img) for img in batch]).transpose(0, 3, 1, 2).copy())
 
 
+def _batch_features(net, batch: np.ndarray, mode: str, device) -> np.ndarray:
+    """Pool features of one uint8 NHWC RGB batch, as the network returns them (float32, on the CPU)."""
+    if mode == "torch-fidelity":
+        x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(device)
+        feats = net(x)[0]
+    else:
+        feats = inception.forward_normalised_299(net, _clean_resize(batch).to(device))
+    return feats.cpu().numpy()
+
+
+def _device_label(device) -> str:
+    """What decides a chunk's bits besides its images: the device type and, for a GPU, its model."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return device.type
+
+
+CHUNK_PREFIX = "features-"
+CHUNK_FORMAT = 1
+
+
+def _chunk_path(work_dir: pathlib.Path, mode: str, start: int, stop: int) -> pathlib.Path:
+    return work_dir / f"{CHUNK_PREFIX}{mode}-{start:09d}-{stop:09d}.npz"
+
+
+def _load_chunk(path: pathlib.Path, expected: dict, count: int) -> np.ndarray | None:
+    """The chunk's features if the file holds exactly this chunk (same meta, shape), else None (it is recomputed)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if json.loads(str(data["meta"])) != expected:
+                return None
+            feats = data["feats"]
+    except Exception:  # missing, half-copied, another format: recompute rather than fail a long run
+        return None
+    return feats if feats.shape == (count, FEATURE_DIM) else None
+
+
 @torch.no_grad()
-def extract_features(images_uint8: np.ndarray, mode: str, device="cpu", batch_size=64) -> np.ndarray:
-    """(N, 2048) float64 pool features of uint8 (N, H, W, C) images; mode "torch-fidelity" or "clean"."""
+def extract_features(images_uint8: np.ndarray, mode: str, device="cpu", batch_size=64, work_dir=None,
+                     identity: str | None = None, chunk_size: int | None = None) -> np.ndarray:
+    """(N, 2048) float64 pool features of uint8 (N, H, W, C) images; mode "torch-fidelity" or "clean".
+
+    With `work_dir`, the images are processed in chunks of `chunk_size` (default: 256 rounded up to a multiple of
+    `batch_size`) and each finished chunk is written atomically to its own file there, so a run killed after hours
+    resumes where it stopped: a rerun loads the finished chunks and computes only the rest. A chunk file is re-used
+    only when everything that decides its bits matches: `identity` (the caller's name for the images, e.g. a sampling
+    identity), mode, image range, the chunk's image bytes and shape, batch size, extractor, device and torch version;
+    anything else is recomputed and overwritten. Chunks hold whole batches, so the features are bitwise those of an
+    uninterrupted run. Remove the folder when done (remove_feature_chunks).
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     images = _validate_images(images_uint8, min_count=1)
     net = inception.build_feature_extractor(device)
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size]
-        if mode == "torch-fidelity":
-            x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(device)
-            feats = net(x)[0]
+    if work_dir is None:
+        batches = [_batch_features(net, images[i:i + batch_size], mode, device)
+                   for i in range(0, len(images), batch_size)]
+        return np.concatenate(batches).astype(np.float64)
+
+    if chunk_size is None:
+        chunk_size = -(-256 // batch_size) * batch_size
+    if int(chunk_size) < 1 or chunk_size % batch_size:
+        raise ValueError(f"chunk_size ({chunk_size}) must be a positive multiple of batch_size ({batch_size}), so "
+                         "that chunks split into the same batches as an uninterrupted run; pass e.g. "
+                         f"chunk_size={4 * batch_size}")
+    work_dir = pathlib.Path(work_dir)
+    common = {"format": CHUNK_FORMAT, "identity": identity, "mode": mode, "batch_size": int(batch_size),
+              "extractor_tensors_sha256": inception.extractor_identity(), "device": _device_label(device),
+              "torch": torch.__version__}
+    chunks, reused = [], 0
+    for start in range(0, len(images), chunk_size):
+        part = np.ascontiguousarray(images[start:start + chunk_size])
+        stop = start + len(part)
+        path = _chunk_path(work_dir, mode, start, stop)
+        expected = {**common, "start": start, "stop": stop, "image_shape": list(part.shape),
+                    "images_sha256": hashlib.sha256(part).hexdigest()}
+        feats = _load_chunk(path, expected, len(part))
+        if feats is None:
+            feats = np.concatenate([_batch_features(net, part[i:i + batch_size], mode, device)
+                                    for i in range(0, len(part), batch_size)])
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.savez adds no second ".npz"
+                np.savez(fh, feats=feats, meta=np.array(json.dumps(expected)))
         else:
-            feats = inception.forward_normalised_299(net, _clean_resize(batch).to(device))
-        out.append(feats.cpu().numpy().astype(np.float64))
-    return np.concatenate(out)
+            reused += 1
+        chunks.append(feats)
+    if reused:
+        print(f"extract_features({mode}): re-used {reused} of {len(chunks)} finished chunks from {work_dir}",
+              file=sys.stderr)
+    return np.concatenate(chunks).astype(np.float64)
+
+
+def remove_feature_chunks(work_dir) -> None:
+    """Delete the chunk files (and leftover temporary files) of extract_features, then the folder if it is empty."""
+    work_dir = pathlib.Path(work_dir)
+    if not work_dir.is_dir():
+        return
+    for path in [*work_dir.glob(f"{CHUNK_PREFIX}*.npz"), *work_dir.glob(f".{CHUNK_PREFIX}*")]:
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # something else lives there: leave the folder
+        work_dir.rmdir()
 
 
 def feature_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,25 +227,80 @@ def kid_torch_fidelity(feats1, feats2, subset_size, subsets, seed) -> tuple[floa
     return out[KEY_METRIC_KID_MEAN], out[KEY_METRIC_KID_STD]
 
 
-def _current_sha256() -> str:
-    return inception.weights_sha256(inception.converted_weights_path())
+REFSTATS_FIX = "delete it and recompute it (`pdm-bench refstats ...` or rerun snakemake)"
 
 
-def compute_reference_stats(images_uint8, out_path, device="cpu") -> dict:
-    """Write features (both modes), mu/sigma and metadata of the real images to an .npz atomically."""
+def compute_reference_stats(images_uint8, out_path, device="cpu", work_dir=None, identity=None) -> dict:
+    """Write features (both modes), mu/sigma and metadata of the real images to an .npz atomically.
+
+    `work_dir` and `identity` make the feature extraction resumable (see extract_features); the caller removes
+    `work_dir` once the file is written (remove_feature_chunks).
+    """
     images = _validate_images(images_uint8, "reference images")
     arrays = {}
     for mode in MODES:
-        feats = extract_features(images, mode, device=device)
+        feats = extract_features(images, mode, device=device, work_dir=work_dir, identity=identity)
         mu, sigma = feature_stats(feats)
         key = _KEYS[mode]
         arrays.update({f"feats_{key}": feats, f"mu_{key}": mu, f"sigma_{key}": sigma})
     metadata = {"format": REFSTATS_FORMAT, "extractor": inception.EXTRACTOR_NAME,
-                "extractor_weights_sha256": _current_sha256(), "versions": versions(),
-                "num_images": int(images.shape[0]), "image_shape": [int(s) for s in images_uint8.shape[1:]]}
+                "extractor_tensors_sha256": inception.extractor_identity(), "versions": versions(),
+                "num_images": int(images.shape[0]), "image_shape": [int(s) for s in images_uint8.shape[1:]],
+                "identity": identity}  # the caller's refstats identity (pdm.identity), checked by the evaluation
     with atomic_path(out_path) as tmp, open(tmp, "wb") as fh:  # a file object: np.savez adds no second ".npz"
         np.savez(fh, metadata=np.array(json.dumps(metadata)), **arrays)
     return metadata
+
+
+class _NotRefstats(Exception):
+    """Internal: why a file cannot be reference statistics (turned into one ValueError by load_reference_stats)."""
+
+
+def _short(exc: Exception) -> str:
+    text = (str(exc).splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {text[:120]}"
+
+
+def _read_refstats(path: pathlib.Path) -> tuple[dict, dict]:
+    """Parse and shape-check a refstats file; raises _NotRefstats with a short reason for anything else."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except ValueError as exc:  # numpy falls back to unpickling whatever is neither .npz nor plain .npy
+        if "pickle" in str(exc).lower():
+            raise _NotRefstats("not an .npz archive; numpy would have to unpickle it, which is never done") from None
+        raise _NotRefstats(f"not an .npz archive: {_short(exc)}") from None
+    except Exception as exc:  # empty, truncated, a bad zip, ...
+        raise _NotRefstats(f"not a readable .npz archive: {_short(exc)}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise _NotRefstats(f"a single .npy array of shape {getattr(data, 'shape', '?')}, not an .npz archive")
+    with data:
+        try:
+            if "metadata" not in data.files:
+                raise _NotRefstats("no metadata")
+            metadata = json.loads(str(data["metadata"]))
+            if not isinstance(metadata, dict):
+                raise _NotRefstats("its metadata is not a JSON object")
+            wanted = [f"{p}_{_KEYS[m]}" for p in ("feats", "mu", "sigma") for m in MODES]
+            missing = [k for k in wanted if k not in data.files]
+            if missing:
+                raise _NotRefstats(f"missing arrays {missing}")
+            arrays = {k: data[k] for k in data.files if k != "metadata"}
+        except _NotRefstats:
+            raise
+        except Exception as exc:  # object arrays, damaged members, bad JSON
+            reason = "an array holds pickled (object) data" if "pickle" in str(exc).lower() else \
+                f"a damaged member: {_short(exc)}"
+            raise _NotRefstats(reason) from None
+    n = metadata.get("num_images")
+    for mode in MODES:
+        key = _KEYS[mode]
+        shapes = {f"feats_{key}": (n, FEATURE_DIM), f"mu_{key}": (FEATURE_DIM,),
+                  f"sigma_{key}": (FEATURE_DIM, FEATURE_DIM)}
+        for name, shape in shapes.items():
+            if arrays[name].shape != shape or arrays[name].dtype != np.float64:
+                raise _NotRefstats(f"{name} has shape {arrays[name].shape} and dtype {arrays[name].dtype}, "
+                                   f"expected {shape} float64")
+    return metadata, arrays
 
 
 def load_reference_stats(path) -> tuple[dict, dict]:
@@ -164,21 +308,20 @@ def load_reference_stats(path) -> tuple[dict, dict]:
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"reference statistics not found: {path} (make them with compute_reference_stats)")
-    with np.load(path, allow_pickle=False) as data:
-        if "metadata" not in data.files:
-            raise ValueError(f"{path} is not a pdm-bench refstats file (no metadata)")
-        metadata = json.loads(str(data["metadata"]))
-        arrays = {k: data[k] for k in data.files if k != "metadata"}
-    missing = sorted({f"{p}_{_KEYS[m]}" for p in ("feats", "mu", "sigma") for m in MODES} - set(arrays))
-    if missing:
-        raise ValueError(f"{path} lacks {missing}; recompute the reference statistics")
+    try:
+        metadata, arrays = _read_refstats(path)
+    except _NotRefstats as exc:
+        raise ValueError(f"{path} is not a pdm-bench reference-statistics file ({exc}); {REFSTATS_FIX}") from None
+    if metadata.get("format") != REFSTATS_FORMAT:
+        raise ValueError(f"{path} has reference-statistics format {metadata.get('format')!r}, this pdm-bench reads "
+                         f"format {REFSTATS_FORMAT} (older files name the extractor by a file hash); {REFSTATS_FIX}")
     if metadata.get("extractor") != inception.EXTRACTOR_NAME:
         raise ValueError(f"{path} was made with extractor {metadata.get('extractor')!r}, "
-                         f"not {inception.EXTRACTOR_NAME!r}; recompute the reference statistics")
-    sha = _current_sha256()
-    if metadata.get("extractor_weights_sha256") != sha:
-        raise ValueError(f"{path} was made with Inception weights sha256 {metadata.get('extractor_weights_sha256')}, "
-                         f"but the weights in use have sha256 {sha}; recompute the reference statistics")
+                         f"not {inception.EXTRACTOR_NAME!r}; {REFSTATS_FIX}")
+    identity = inception.extractor_identity()
+    if metadata.get("extractor_tensors_sha256") != identity:
+        raise ValueError(f"{path} was made with Inception tensors sha256 {metadata.get('extractor_tensors_sha256')}, "
+                         f"but the extractor in use has tensors sha256 {identity}; {REFSTATS_FIX}")
     return metadata, arrays
 
 
@@ -196,8 +339,12 @@ def _inception_score(samples: np.ndarray, weights_path, device, seed: int) -> tu
 
 
 def score_samples(samples_uint8, refstats_path, device="cpu", kid_subset_size=1000, kid_subsets=100, seed=0,
-                  allow_download=False) -> dict:
-    """FID, KID, clean-FID (and IS when its weights are present) of samples against reference statistics."""
+                  allow_download=False, work_dir=None, identity=None) -> dict:
+    """FID, KID, clean-FID (and IS when its weights are present) of samples against reference statistics.
+
+    Every network runs on `device`. `work_dir` and `identity` make the feature extraction resumable (see
+    extract_features); the caller removes `work_dir` once the record is written (remove_feature_chunks).
+    """
     if kid_subset_size < 2 or kid_subsets < 1:
         raise ValueError(f"need kid_subset_size >= 2 and kid_subsets >= 1, got {kid_subset_size}, {kid_subsets}")
     samples = _validate_images(samples_uint8, "samples")
@@ -205,10 +352,11 @@ def score_samples(samples_uint8, refstats_path, device="cpu", kid_subset_size=10
     n, n_real = int(samples.shape[0]), int(metadata["num_images"])
     subset = min(int(kid_subset_size), n, n_real)
 
-    feats = extract_features(samples, "torch-fidelity", device=device)
+    feats = extract_features(samples, "torch-fidelity", device=device, work_dir=work_dir, identity=identity)
     fid, frechet = frechet_distance_from_features(feats, ref["feats_torch_fidelity"], "torch-fidelity")
     kid_mean, kid_std = kid_torch_fidelity(feats, ref["feats_torch_fidelity"], subset, kid_subsets, seed)
-    clean_fid, _ = frechet_distance_from_features(extract_features(samples, "clean", device=device), ref["feats_clean"], "clean")
+    clean_feats = extract_features(samples, "clean", device=device, work_dir=work_dir, identity=identity)
+    clean_fid, _ = frechet_distance_from_features(clean_feats, ref["feats_clean"], "clean")
 
     is_mean = is_std = None
     logits_path, is_missing = inception.logits_weights_status(allow_download=allow_download)
@@ -228,8 +376,8 @@ def score_samples(samples_uint8, refstats_path, device="cpu", kid_subset_size=10
         "num_samples": n,
         "num_real": n_real,
         "extractor": inception.EXTRACTOR_NAME,
-        "extractor_weights_sha256": _current_sha256(),
-        "refstats_weights_sha256": metadata["extractor_weights_sha256"],
+        "extractor_tensors_sha256": inception.extractor_identity(),
+        "refstats_tensors_sha256": metadata["extractor_tensors_sha256"],
         "versions": versions(),
         "refstats_versions": metadata.get("versions"),
     }

@@ -9,7 +9,8 @@ STAGE1_TABLE_OUTPUTS = {
 rule report:
     input:
         records=expand(f"{R}/metrics/{{method}}/seed{{seed}}.json", method=METHODS, seed=SEEDS),
-        stage1=expand(f"{R}/stage1/{{method}}/seed{{seed}}/stage1.json", method=STAGE1_METHODS, seed=SEEDS),
+        stage1=expand(f"{R}/stage1/{{method}}/seed{{seed}}", method=STAGE1_METHODS, seed=SEEDS),
+        grids=expand(f"{R}/samples/{{method}}/seed{{seed}}/grid.png", method=METHODS, seed=SEEDS),
     output:
         results=f"{R}/tables/results.csv",
         main=multiext(f"{R}/tables/main", ".csv", ".md", ".tex"),
@@ -17,7 +18,10 @@ rule report:
         stage1=[path for paths in STAGE1_TABLE_OUTPUTS.values() for path in paths],
         fid_plot=f"{R}/plots/fid_comparison.png",
         cost_plot=f"{R}/plots/fid_vs_cost.png",
+        sample_plots=expand(f"{R}/plots/samples_{{method}}_seed{{seed}}.png", method=METHODS, seed=SEEDS),
     log:
         f"{R}/logs/report.log",
+    conda:
+        "../../environment.yml"
     script:
         "../scripts/report.py"

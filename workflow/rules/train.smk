@@ -1,55 +1,69 @@
-# Stage 1 (LDM's autoencoder, RDM's database + index) is its own job; its outputs and cost feed the method's training.
-STAGE1_METHODS = [m for m in METHODS if get_method_class(m).has_stage1]
-
-
-def stage1_input(wildcards):
-    if wildcards.method in STAGE1_METHODS:
-        return f"{R}/stage1/{wildcards.method}/seed{wildcards.seed}/stage1.json"
-    return []
+# Stage 1 (LDM's autoencoder, RDM's database + index) is its own job; its folder and cost feed the method's training.
+# Every rule passes its stage's identity (pdm.identity) as a param: Snakemake re-runs a job exactly when it changes.
 
 
 rule stage1:
     output:
-        f"{R}/stage1/{{method}}/seed{{seed}}/stage1.json",
+        directory(f"{R}/stage1/{{method}}/seed{{seed}}"),
+    params:
+        identity=lambda wc: stage1_identity(CFG, wc.method, int(wc.seed)),
     log:
         f"{R}/logs/stage1/{{method}}_seed{{seed}}.log",
     benchmark:
         f"{R}/benchmarks/stage1/{{method}}_seed{{seed}}.tsv"
     threads: CFG.threads_per_job
     resources:
+        gpu=GPUS_PER_JOB,
         runtime=24 * 60,
+    conda:
+        "../../environment.yml"
     script:
         "../scripts/stage1.py"
 
 
-# Training of one method for one seed; the same budget for every method (config `train`).
+# Training of one method for one seed; the same budget for every method (config `train`). The job resumes from
+# models/{method}/seed{seed}/checkpoint/ (its private state, removed when training ends) after a kill.
 rule train:
     input:
-        stage1_input,
+        lambda wc: [f"{R}/stage1/{wc.method}/seed{wc.seed}"] if wc.method in STAGE1_METHODS else [],
     output:
-        f"{R}/models/{{method}}/seed{{seed}}/train.json",
+        record=f"{R}/models/{{method}}/seed{{seed}}/train.json",
+        weights=directory(f"{R}/models/{{method}}/seed{{seed}}/weights"),
+    params:
+        identity=lambda wc: training_identity(CFG, wc.method, int(wc.seed)),
     log:
         f"{R}/logs/train/{{method}}_seed{{seed}}.log",
     benchmark:
         f"{R}/benchmarks/train/{{method}}_seed{{seed}}.tsv"
     threads: CFG.threads_per_job
     resources:
+        gpu=GPUS_PER_JOB,
         runtime=24 * 60,
+    conda:
+        "../../environment.yml"
     script:
         "../scripts/train.py"
 
 
+# Sampling resumes from samples/{method}/seed{seed}/chunks/ (finished batches, removed at the end) after a kill.
 rule sample:
     input:
-        rules.train.output,
+        record=rules.train.output.record,
+        weights=rules.train.output.weights,
     output:
         samples=f"{R}/samples/{{method}}/seed{{seed}}/samples.npz",
         grid=f"{R}/samples/{{method}}/seed{{seed}}/grid.png",
         record=f"{R}/samples/{{method}}/seed{{seed}}/sample.json",
+    params:
+        identity=lambda wc: sampling_identity(CFG, wc.method, int(wc.seed)),
     log:
         f"{R}/logs/sample/{{method}}_seed{{seed}}.log",
     benchmark:
         f"{R}/benchmarks/sample/{{method}}_seed{{seed}}.tsv"
     threads: CFG.threads_per_job
+    resources:
+        gpu=GPUS_PER_JOB,
+    conda:
+        "../../environment.yml"
     script:
         "../scripts/sample.py"

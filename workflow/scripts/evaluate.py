@@ -8,5 +8,5 @@ from pdm.steps import evaluate_step
 
 with job(snakemake) as cfg:  # noqa: F821
     wc, i = snakemake.wildcards, snakemake.input  # noqa: F821
-    model_dir, samples_dir = Path(i.train[0]).parent, Path(i.samples).parent
+    model_dir, samples_dir = Path(i.train).parent, Path(i.samples).parent
     evaluate_step(cfg, wc.method, int(wc.seed), model_dir, samples_dir, i.refstats, snakemake.output[0])  # noqa: F821

@@ -8,5 +8,5 @@ from pdm.steps import sample_step
 
 with job(snakemake) as cfg:  # noqa: F821
     wc = snakemake.wildcards  # noqa: F821
-    model_dir = Path(snakemake.input[0]).parent  # noqa: F821
+    model_dir = Path(snakemake.input.record).parent  # noqa: F821
     sample_step(cfg, wc.method, int(wc.seed), model_dir, Path(snakemake.output.record).parent)  # noqa: F821

@@ -8,4 +8,4 @@ from pdm.steps import stage1_step
 
 with job(snakemake) as cfg:  # noqa: F821
     wc = snakemake.wildcards  # noqa: F821
-    stage1_step(cfg, wc.method, int(wc.seed), Path(snakemake.output[0]).parent)  # noqa: F821
+    stage1_step(cfg, wc.method, int(wc.seed), snakemake.output[0])  # noqa: F821
