@@ -7,8 +7,9 @@ BIN := $(VENV)/bin
 CORES ?= all
 CONFIG ?= config/default.yaml
 STAMP := $(VENV)/.installed
+GOLDEN := tests/golden/ci
 
-.PHONY: run test setup workflow-ci clean-results
+.PHONY: run test setup lint workflow-ci regress-ci golden-ci clean-results
 
 run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
@@ -16,9 +17,20 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The tiny CI config through the real workflow (also covered by tests/test_workflow.py).
+lint: $(STAMP)
+	$(BIN)/snakemake --lint
+
+# The tiny CI config through the real workflow (also covered by tests/test_workflow.py), then the regression gate.
 workflow-ci: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/ci.yaml
+
+regress-ci: $(STAMP)
+	$(BIN)/pdm-bench regress --table results/ci/tables/main.csv --golden $(GOLDEN)/main.csv --tolerances $(GOLDEN)/tolerances.yaml
+
+# After an intended change of the ci numbers: rerun the ci workflow, then overwrite the golden table (review the
+# printed differences, note why in the commit, and re-measure the tolerances with $(GOLDEN)/measure_variation.sh).
+golden-ci: workflow-ci
+	$(BIN)/pdm-bench regress --table results/ci/tables/main.csv --golden $(GOLDEN)/main.csv --tolerances $(GOLDEN)/tolerances.yaml --update-golden
 
 setup: $(STAMP)
 

@@ -2,7 +2,7 @@
 #   snakemake --cores all                                  # the embedded default (config/default.yaml)
 #   snakemake --cores all --config seeds=[0,1,2]           # overrides merge onto config/default.yaml
 #   snakemake --cores all --configfile config/ci.yaml      # another experiment (replaces the default, no merging)
-#   snakemake --profile profiles/slurm --configfile config/paper/cifar10.yaml   # on a SLURM cluster
+#   snakemake --workflow-profile profiles/slurm --configfile config/paper/cifar10.yaml   # on a SLURM cluster
 # profiles/default (keep going, rerun incomplete jobs, one GPU job at a time) is used unless another is named.
 # Results land in results/{experiment}/ (see results/README.md).
 from pdm.config import coerce_overrides
@@ -17,7 +17,7 @@ from pdm.methods.registry import get_method_class
 from pdm.preflight import check_device_or_exit, preflight_or_exit
 
 if not workflow.overwrite_configfiles:  # no --configfile: --config key=value overrides merge onto the default
-    configfile: "config/default.yaml"
+    configfile: f"{workflow.basedir}/config/default.yaml"  # beside this Snakefile, also under --directory
 
 coerce_overrides(config, workflow.config_settings.overwrite_config or {})  # `--config seeds=[0,1]` gives strings
 # Validate against pdm/config.schema.yaml, fill defaults, check data: every input error surfaces here, before any

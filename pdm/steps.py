@@ -228,10 +228,10 @@ def storage(model_dir: Path, train_record: dict) -> dict:
     }
 
 
-TRAIN_FIELDS = ("status", "failure", "steps_done", "stop_reason", "batch_size", "images_seen", "device",
-                "num_processes", "mixed_precision", "stage1_seconds", "train_seconds", "train_images_per_second",
-                "device_hours", "parameters_total", "parameters_sampling", "peak_memory_bytes", "peak_memory_kind",
-                "config_hash")
+TRAIN_FIELDS = ("status", "failure", "failed_step", "failed_term", "steps_done", "stop_reason", "batch_size",
+                "images_seen", "device", "num_processes", "mixed_precision", "stage1_seconds", "train_seconds",
+                "train_images_per_second", "device_hours", "parameters_total", "parameters_sampling",
+                "peak_memory_bytes", "peak_memory_kind", "config_hash")
 SAMPLE_FIELDS = ("sampler", "sampling_steps", "eta", "num_samples", "sampling_seconds", "sampling_images_per_second",
                  "sampling_batch_size", "sampling_device")
 

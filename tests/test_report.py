@@ -1,0 +1,57 @@
+"""The report: failed runs stay in the tables with their reason; records that cannot share a table are refused."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from pdm.report import ReportError, report
+
+
+def record(method, seed, fid=50.0, **changes):
+    base = {"experiment": "t", "method": method, "seed": seed, "status": "ok", "failure": None,
+            "comparison_id": "c" * 16, "eval_id": f"{method}{seed}", "cpu_model": "test CPU",
+            "fid": fid, "kid_mean": 0.05, "kid_std": 0.01, "clean_fid": fid + 1, "is_mean": None,
+            "is_missing": "no IS weights", "parameters_sampling": 1000, "num_samples": 8, "num_real": 8,
+            "extractor": "inception-v3-fid-2015-12-05", "extractor_tensors_sha256": "9" * 64,
+            "train_seconds": 1.0, "device_hours": 0.001, "weights_bytes": 4096, "external_memory_bytes": 0,
+            "metric_versions": {"torch": "x"}, "train_versions": {"torch": "x"}}
+    return {**base, **changes}
+
+
+def write(tmp_path, records):
+    paths = []
+    for i, r in enumerate(records):
+        path = tmp_path / f"r{i}.json"
+        path.write_text(json.dumps(r))
+        paths.append(path)
+    return paths
+
+
+def test_failed_run_is_in_the_tables_with_its_reason(tmp_path):
+    failed = {k: v for k, v in record("pdm", 1).items() if k not in ("fid", "kid_mean", "clean_fid", "weights_bytes")}
+    failed.update(status="failed", failure="pdm: loss_prototype became nan at step 7; training stopped there.")
+    paths = write(tmp_path, [record("pdm", 0, fid=40.0), failed, record("ddpm", 0)])
+    report(paths, tmp_path / "tables", tmp_path / "plots")
+    main = pd.read_csv(tmp_path / "tables" / "main.csv", dtype={"seed": str})
+    row = main[(main["method"] == "pdm") & (main["seed"] == "1")].iloc[0]
+    assert row["status"] == "failed" and pd.isna(row["FID"])
+    assert main[(main["method"] == "pdm") & (main["seed"] == "mean")]["FID"].iloc[0] == 40.0  # the mean skips it
+    text = (tmp_path / "tables" / "main.md").read_text()
+    assert "pdm seed 1 failed: pdm: loss_prototype became nan at step 7" in text and "CPU: test CPU" in text
+    assert (tmp_path / "tables" / "results.csv").read_text().count("failed") >= 1
+
+
+def test_two_records_for_one_run_are_refused_with_both_files(tmp_path):
+    paths = write(tmp_path, [record("pdm", 0), record("pdm", 0, eval_id="other"), record("ddpm", 0)])
+    with pytest.raises(ReportError, match="pdm seed 0 has 2 records") as err:
+        report(paths, tmp_path / "tables", tmp_path / "plots")
+    assert str(paths[0]) in str(err.value) and str(paths[1]) in str(err.value)
+    assert not (tmp_path / "tables").exists()  # nothing half-written
+
+
+def test_records_of_different_comparisons_are_refused(tmp_path):
+    paths = write(tmp_path, [record("pdm", 0), record("ddpm", 0, comparison_id="d" * 16)])
+    with pytest.raises(ReportError, match="cannot share a table") as err:
+        report(paths, tmp_path / "tables", tmp_path / "plots")
+    assert str(paths[1]) in str(err.value)
