@@ -32,7 +32,8 @@ rule train:
     params:
         identity=lambda wc: training_identity(CFG, wc.method, int(wc.seed)),
     log:
-        f"{R}/logs/train/{{method}}_seed{{seed}}.log",
+        job=f"{R}/logs/train/{{method}}_seed{{seed}}.log",
+        losses=f"{R}/models/{{method}}/seed{{seed}}/train.log",  # the trainer's step-by-step losses
     benchmark:
         f"{R}/benchmarks/train/{{method}}_seed{{seed}}.tsv"
     threads: CFG.threads_per_job

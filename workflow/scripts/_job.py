@@ -1,11 +1,22 @@
-"""Shared by the rule scripts: the resolved config and the job's log file (stdout and stderr go there)."""
+"""Shared by the rule scripts: the resolved config and the job's log file (stdout and stderr go there).
+
+An expected failure (bad input, a stale or foreign file, a diverged stage 1) ends the job with one line in its log
+that names the problem and the fix; anything else keeps its traceback, since that is a bug to report.
+"""
 
 import contextlib
+import sys
 
 from pdm.config import resolve_config
+
+EXPECTED = (ValueError, FileNotFoundError, FloatingPointError)  # ConfigError and DataError are ValueErrors
 
 
 @contextlib.contextmanager
 def job(snakemake):
     with open(snakemake.log[0], "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        yield resolve_config(snakemake.config)
+        try:
+            yield resolve_config(snakemake.config)
+        except EXPECTED as err:
+            print(f"error: {err}", file=log)
+            sys.exit(1)
