@@ -150,9 +150,8 @@ def sample_step(cfg: ExperimentConfig, method: str, seed: int, model_dir: str | 
     from pdm.checkpoint import load_trained, read_train_record
 
     out_dir = Path(out_dir)
-    ids = {"train_id": read_train_record(cfg, method, seed, model_dir)["train_id"],
-           "sample_id": sampling_identity(cfg, method, seed)}
-    train_record = read_json(Path(model_dir) / "train.json")
+    train_record = read_train_record(cfg, method, seed, model_dir)  # refused unless its training identity matches
+    ids = {"train_id": train_record["train_id"], "sample_id": sampling_identity(cfg, method, seed)}
     if train_record.get("status", "ok") != "ok":
         return _failed_samples(cfg, train_record, out_dir, ids)
     device = setup_job(cfg)

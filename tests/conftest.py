@@ -64,3 +64,21 @@ def tiny_data():
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (16, 1, 16, 16), generator=generator, dtype=torch.uint8)
     return ImageDataset("tiny", images, torch.arange(16) % 4, ("a", "b", "c", "d"))
+
+
+@pytest.fixture(scope="session")
+def isolated_inception_cache(tmp_path_factory):
+    """A private Inception weight cache (converted once per session) and torch hub dir (so no IS weights are found)."""
+    import time
+
+    from pdm.metrics import inception
+
+    root = tmp_path_factory.mktemp("metrics-env")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PDM_BENCH_CACHE", str(root / "cache"))
+        mp.setenv("TORCH_HOME", str(root / "torch-home"))
+        mp.delenv(inception.IS_WEIGHTS_ENV, raising=False)
+        started = time.perf_counter()
+        path = inception.converted_weights_path()
+        print(f"\nconverted weights in {time.perf_counter() - started:.1f} s -> {path}")
+        yield root

@@ -18,18 +18,9 @@ from pdm.metrics import inception, scores
 N_PER_SET = 32
 
 
-@pytest.fixture(scope="session", autouse=True)
-def isolated_env(tmp_path_factory):
-    """Private weight cache and torch hub dir (so no IS weights are found), conversion done once."""
-    root = tmp_path_factory.mktemp("metrics-env")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PDM_BENCH_CACHE", str(root / "cache"))
-        mp.setenv("TORCH_HOME", str(root / "torch-home"))
-        mp.delenv(inception.IS_WEIGHTS_ENV, raising=False)
-        t0 = time.perf_counter()
-        path = inception.converted_weights_path()
-        print(f"\nconverted weights in {time.perf_counter() - t0:.1f} s -> {path}")
-        yield root
+@pytest.fixture(scope="module", autouse=True)
+def isolated_env(isolated_inception_cache):
+    return isolated_inception_cache
 
 
 def _digits(n_sets: int, n: int) -> list[np.ndarray]:

@@ -16,15 +16,8 @@ NOT_REFSTATS = r"is not a pdm-bench reference-statistics file \((?P<reason>.*)\)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def isolated_env(tmp_path_factory):
-    """A private weight cache (converted once here) and torch hub dir (so no IS weights are found)."""
-    root = tmp_path_factory.mktemp("metrics-resume-env")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PDM_BENCH_CACHE", str(root / "cache"))
-        mp.setenv("TORCH_HOME", str(root / "torch-home"))
-        mp.delenv(inception.IS_WEIGHTS_ENV, raising=False)
-        inception.converted_weights_path()
-        yield root
+def isolated_env(isolated_inception_cache):
+    return isolated_inception_cache
 
 
 @pytest.fixture(scope="module")
