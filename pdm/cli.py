@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "report":
             from pdm.report import report
 
-            report(args.records, args.tables_dir, args.plots_dir, args.grids, args.stage1_records)
+            report(args.records, args.tables_dir, args.plots_dir, args.grids, args.stage1_records,
+                   reference_method=cfg.report.reference_method, confidence=cfg.report.confidence)
         elif args.command == "identity":
             from pdm.identity import all_identities
 

@@ -94,6 +94,15 @@ class EvalConfig:
     kid_subset_size: int
     allow_is_download: bool
     grid_size: int
+    bootstrap_samples: int
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Report-only settings: they change the tables, never a job's output (no stage identity covers them)."""
+
+    reference_method: str | None
+    confidence: float
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,7 @@ class ExperimentConfig:
     train: TrainConfig
     sample: SampleConfig
     eval: EvalConfig
+    report: ReportConfig
     methods: Mapping[str, Mapping[str, Any]]
     resolved: Mapping[str, Any]  # the validated dict with every default filled in
 
@@ -154,10 +164,37 @@ def resolve_config(raw: Mapping[str, Any]) -> ExperimentConfig:
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(resolved), key=lambda e: list(e.path))
     if errors:
         raise ConfigError("invalid config:\n" + "\n".join(f"  - {_describe(e)}" for e in errors))
+    explicit_reference = (resolved.get("report") or {}).get("reference_method")  # before the default fills it
     _fill_defaults(resolved, schema)
     cfg = _build(resolved)
     _check_rules(cfg)
+    _check_reference_method(cfg, explicit_reference)
     return cfg
+
+
+BOOTSTRAP_KERNEL_LIMIT_BYTES = 4 * 2**30  # KID's kernel matrices for the bootstrap, float64
+
+
+def _check_bootstrap_size(cfg: "ExperimentConfig") -> None:
+    """The bootstrap holds KID's kernel matrices (samples x samples, samples x real, real x real) in memory and
+    recomputes a Fréchet distance per replicate; at paper scale (50,000 vs 50,000) that is ~56 GiB and hours, and the
+    within-seed interval is negligible there anyway: refuse before any job rather than fail after training."""
+    n, m = cfg.sample.num_samples, cfg.eval.num_real
+    need = 8 * (n * n + n * m + m * m)
+    if cfg.eval.bootstrap_samples and need > BOOTSTRAP_KERNEL_LIMIT_BYTES:
+        raise ConfigError(f"eval.bootstrap_samples={cfg.eval.bootstrap_samples} with {n} samples and {m} real images "
+                          f"needs {need / 2**30:.0f} GiB of kernel matrices (limit 4 GiB); set eval.bootstrap_samples: 0 "
+                          "(the tables then give intervals across seeds only) or score fewer samples")
+
+
+def _check_reference_method(cfg: "ExperimentConfig", explicit: str | None) -> None:
+    """An explicitly named reference method must be one of the config's methods. The default (ddpm) may be absent:
+    then the report leaves the paired-difference columns out and says so in its note."""
+    if explicit is None or explicit in cfg.methods:
+        return
+    raise ConfigError(f"report.reference_method: '{explicit}' is not one of this config's methods "
+                      f"({', '.join(cfg.methods)}){_suggest(explicit, cfg.methods)}; set it to one of them, or to null "
+                      "to leave the paired differences out of the report")
 
 
 def coerce_overrides(config: dict, overrides: Mapping[str, Any]) -> None:
@@ -251,6 +288,7 @@ def _build(resolved: dict) -> ExperimentConfig:
         train=section(TrainConfig, resolved["train"]),
         sample=section(SampleConfig, resolved["sample"]),
         eval=section(EvalConfig, resolved["eval"]),
+        report=section(ReportConfig, resolved["report"]),
         methods=frozen_methods,
         resolved=resolved,
     )
@@ -278,6 +316,7 @@ def _check_rules(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"seeds: {list(cfg.seeds)} has repeats; list each seed once")
     if cfg.train.warmup_steps > cfg.train.steps:
         raise ConfigError(f"train.warmup_steps={cfg.train.warmup_steps} exceeds the budget train.steps={cfg.train.steps}")
+    _check_bootstrap_size(cfg)
     from pdm.methods.registry import get_method_class
 
     for name, options in cfg.methods.items():

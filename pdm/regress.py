@@ -149,7 +149,7 @@ def parse_spec(raw, path: Path) -> Spec:
 def load_spec(path: str | Path) -> Spec:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))  # column names such as "ΔFID vs ddpm"
     except FileNotFoundError:
         raise RegressError(f"tolerance file {path} does not exist; check the path (see pdm/regress.py for the format)") from None
     except (OSError, UnicodeDecodeError) as err:

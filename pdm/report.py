@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pdm.io import atomic_path, read_json
+from pdm.uncertainty import excludes_zero, paired_differences, percentile_interval, t_interval
 
 # column in the records -> column in the paper-style tables
 MAIN_COLUMNS = {
@@ -25,6 +26,10 @@ MAIN_COLUMNS = {
     "parameters_sampling": "params",
     "status": "status",
 }  # scores only: timings live in the efficiency table, so main.csv is bitwise reproducible on one machine
+# Scores shown with an interval: record column -> (table column, bootstrap replicates in the record)
+INTERVAL_SCORES = {"fid": ("FID", "fid_bootstrap"), "kid_mean": ("KID", "kid_bootstrap")}
+BOOTSTRAP_LISTS = ("fid_bootstrap", "kid_bootstrap")  # kept out of results.csv (200 numbers a cell)
+DEFAULT_REFERENCE, DEFAULT_CONFIDENCE = "ddpm", 0.95  # as in pdm/config.schema.yaml (report:)
 EFFICIENCY_COLUMNS = {
     "method": "method",
     "seed": "seed",
@@ -145,15 +150,147 @@ def _fmt(value) -> str:
 
 def _write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")  # Δ, ±, – whatever the locale
 
 
-def write_table(table: pd.DataFrame, stem: Path, note: str) -> None:
-    """One table as CSV (exact numbers), Markdown (per-seed rows + mean ± std) and LaTeX."""
+def write_table(table: pd.DataFrame, stem: Path, note: str, markdown: str | None = None) -> None:
+    """One table as CSV (exact numbers), Markdown (per-seed rows + mean ± std, unless given) and LaTeX."""
     with atomic_path(stem.with_suffix(".csv")) as tmp:
         table.to_csv(tmp, index=False)
-    _write_text(stem.with_suffix(".md"), _markdown(table, note))
-    _write_text(stem.with_suffix(".tex"), table.to_latex(index=False, float_format="%.4g", na_rep="--"))
+    _write_text(stem.with_suffix(".md"), _markdown(table, note) if markdown is None else markdown)
+    latex = table.to_latex(index=False, float_format="%.4g", na_rep="--").replace("Δ", r"$\Delta$")  # pdflatex-safe
+    _write_text(stem.with_suffix(".tex"), latex)
+
+
+# --- the main table: scores with intervals (issue 7) ------------------------------------------------------------
+def _row_replicates(row: pd.Series, column: str) -> list:
+    value = row.get(column)
+    return value if isinstance(value, list) else []  # absent (bootstrap off, older record, failed run)
+
+
+def _interval_cells(label: str, estimate, replicates: list, confidence: float) -> dict:
+    """{label, label low, label high}: the estimate and its bias-corrected percentile bootstrap interval."""
+    ok = estimate is not None and not pd.isna(estimate)
+    low, high = percentile_interval(replicates, confidence, estimate=float(estimate)) if ok else (np.nan, np.nan)
+    return {label: estimate if ok else np.nan, f"{label} low": low, f"{label} high": high}
+
+
+def _delta_cells(row: pd.Series, reference: pd.Series | None, label: str, confidence: float) -> dict:
+    """ΔFID of one (method, seed) against the reference method at the same seed, with the paired-bootstrap interval:
+    replicate b of both resamples the same sample seeds, so the replicate-wise differences are paired (Efron &
+    Tibshirani 1993, ch. 6); NaN for the reference itself and where either run has no score."""
+    empty = {label: np.nan, f"{label} low": np.nan, f"{label} high": np.nan, "excludes 0": None}
+    if reference is None or row["method"] == reference["method"] or row.get("status") != "ok" \
+            or reference.get("status") != "ok" or pd.isna(row.get("fid")) or pd.isna(reference.get("fid")):
+        return empty
+    delta = float(row["fid"]) - float(reference["fid"])
+    a, b = _row_replicates(row, "fid_bootstrap"), _row_replicates(reference, "fid_bootstrap")
+    low, high = percentile_interval(paired_differences(a, b), confidence, estimate=delta) if a and b \
+        else (np.nan, np.nan)
+    return {label: delta, f"{label} low": low, f"{label} high": high, "excludes 0": excludes_zero(low, high)}
+
+
+def _seed_row(row: pd.Series, reference: pd.Series | None, delta_label: str | None, confidence: float) -> dict:
+    out = {"method": row["method"], "seed": str(row["seed"])}
+    for column, (label, replicates) in INTERVAL_SCORES.items():
+        out.update(_interval_cells(label, row.get(column), _row_replicates(row, replicates), confidence))
+    if delta_label:
+        out.update(_delta_cells(row, reference, delta_label, confidence))
+    for column, label in MAIN_COLUMNS.items():
+        if column not in ("method", "seed", *INTERVAL_SCORES) and column in row:
+            out[label] = row[column]
+    return out
+
+
+def _summary_row(method: str, rows: pd.DataFrame, intervals: list[str], confidence: float) -> dict:
+    """One row per method from its ok seeds only (failed runs are rows of their own, never averaged in).
+
+    >= 2 seeds: the mean and a Student t interval across seeds (the seeds are the independent replications);
+    1 seed: that seed's own value and bootstrap interval; none: an empty row marked failed.
+    """
+    ok = rows[rows["status"] == "ok"]
+    if len(ok) == 1:
+        return {**ok.iloc[0].to_dict(), "seed": "1 seed (bootstrap)"}
+    if ok.empty:
+        return {"method": method, "seed": "no ok seed", "status": "failed"}
+    out = {"method": method, "seed": f"mean ({len(ok)} seeds)"}
+    for column in ok.columns:
+        if column in ("method", "seed") or column in intervals or column.endswith((" low", " high")):
+            continue
+        values = ok[column]
+        out[column] = values.mean() if pd.api.types.is_numeric_dtype(values) and values.notna().any() \
+            else values.dropna().iloc[0] if values.notna().any() else np.nan
+    for label in intervals:
+        values = ok[label].dropna()
+        if len(values) == 1:  # e.g. the reference failed on the other seeds: that seed's bootstrap interval
+            row = ok[ok[label].notna()].iloc[0]
+            out.update({label: row[label], f"{label} low": row[f"{label} low"], f"{label} high": row[f"{label} high"]})
+        else:
+            out[label], out[f"{label} low"], out[f"{label} high"] = t_interval(values.tolist(), confidence)
+    if intervals and intervals[-1].startswith("ΔFID"):
+        out["excludes 0"] = excludes_zero(out[f"{intervals[-1]} low"], out[f"{intervals[-1]} high"])
+    return out
+
+
+def main_table(frame: pd.DataFrame, reference_method: str | None = DEFAULT_REFERENCE,
+               confidence: float = DEFAULT_CONFIDENCE) -> tuple[pd.DataFrame, str | None]:
+    """Per-seed rows with bootstrap intervals, then one summary row per method; paired ΔFID against the reference.
+
+    Returns (table, delta column label or None when the reference method has no records).
+    """
+    methods = list(dict.fromkeys(frame["method"]))
+    delta_label = f"ΔFID vs {reference_method}" if reference_method in methods else None
+    references = {r["seed"]: r for _, r in frame[frame["method"] == reference_method].iterrows()} if delta_label else {}
+    seed_rows = pd.DataFrame([_seed_row(r, references.get(r["seed"]), delta_label, confidence)
+                              for _, r in frame.iterrows()])
+    intervals = [label for label, _ in INTERVAL_SCORES.values()] + ([delta_label] if delta_label else [])
+    summary = [_summary_row(m, seed_rows[seed_rows["method"] == m], intervals, confidence) for m in methods]
+    table = pd.concat([seed_rows, pd.DataFrame(summary)], ignore_index=True)
+    return table[seed_rows.columns], delta_label
+
+
+def _with_interval(value, low, high) -> str:
+    """`74.05 [70.1, 78.3]`, or the value alone where there is no interval (never a spread that does not exist)."""
+    if pd.isna(low) or pd.isna(high):
+        return _fmt(value)
+    return f"{_fmt(value)} [{_fmt(low)}, {_fmt(high)}]"
+
+
+def main_markdown(table: pd.DataFrame, delta_label: str | None, note: str) -> str:
+    """Each interval score as one `value [low, high]` column; the reference's own ΔFID shows "–"."""
+    intervals = [label for label, _ in INTERVAL_SCORES.values()] + ([delta_label] if delta_label else [])
+    text = table.drop(columns=[f"{c} {end}" for c in intervals for end in ("low", "high")]).astype(object)
+    for label in intervals:
+        text[label] = [_with_interval(*values) for values in
+                       zip(table[label], table[f"{label} low"], table[f"{label} high"])]
+    text = text.map(_fmt)
+    if "IS" in text:  # a missing Inception Score is missing (its weights), not inapplicable: the note says why
+        text["IS"] = text["IS"].replace("–", "missing")
+    return text.to_markdown(index=False) + f"\n\n{note}\n"
+
+
+def interval_note(frame: pd.DataFrame, delta_label: str | None, reference_method: str | None,
+                  confidence: float) -> str:
+    """One or two sentences on what the intervals are."""
+    level = f"{confidence * 100:g}%"
+    replicates = frame["bootstrap_samples"].dropna() if "bootstrap_samples" in frame else pd.Series(dtype=float)
+    count = int(replicates.max()) if not replicates.empty else 0
+    if count:
+        text = (f"Intervals are {level}: per seed, the percentile bootstrap interval over {count} resamples of the "
+                "generated samples (real images fixed; bias-corrected replicates); 'mean (n seeds)' rows give the mean "
+                "and a Student t interval across seeds.")
+    else:
+        text = (f"No bootstrap (eval.bootstrap_samples: 0): seeds have no intervals; 'mean (n seeds)' rows give the "
+                f"mean and a {level} Student t interval across seeds.")
+    if delta_label:
+        text += (f" {delta_label}: FID minus {reference_method}'s FID at the same seed, with a paired bootstrap "
+                 "interval (both methods resample the same sample seeds) or a t interval across seeds; 'excludes 0' "
+                 "says whether that interval lies wholly on one side of 0.")
+    elif reference_method:
+        text += (f" No paired differences: the reference method '{reference_method}' is not in this table "
+                 "(set report.reference_method to one of its methods).")
+    return text
+
 
 
 def stage1_tables(stage1_paths, tables_dir: Path) -> list[str]:
@@ -171,12 +308,17 @@ def stage1_tables(stage1_paths, tables_dir: Path) -> list[str]:
     return written
 
 
-def report(record_paths, tables_dir, plots_dir, grids=(), stage1_paths=()) -> pd.DataFrame:
-    """Tables and plots from result records; `grids` are the sample grids (samples/{method}/seed{seed}/grid.png)."""
+def report(record_paths, tables_dir, plots_dir, grids=(), stage1_paths=(), reference_method=DEFAULT_REFERENCE,
+           confidence=DEFAULT_CONFIDENCE) -> pd.DataFrame:
+    """Tables and plots from result records; `grids` are the sample grids (samples/{method}/seed{seed}/grid.png).
+
+    `reference_method` and `confidence` come from the config's `report:` section: the method paired differences are
+    taken against (None: no paired columns) and the level of every interval.
+    """
     tables_dir, plots_dir = Path(tables_dir), Path(plots_dir)
     frame = load_records(record_paths)
     with atomic_path(tables_dir / "results.csv") as tmp:
-        frame.to_csv(tmp, index=False)
+        frame.drop(columns=[c for c in BOOTSTRAP_LISTS if c in frame]).to_csv(tmp, index=False)
 
     is_note = ""
     if "is_missing" in frame and frame["is_missing"].notna().any():
@@ -189,9 +331,12 @@ def report(record_paths, tables_dir, plots_dir, grids=(), stage1_paths=()) -> pd
                      f"{int(first['num_samples'])} samples vs {int(first['num_real'])} real images. KID is the mean over "
                      f"subsets. CPU: {first['cpu_model']}.")
     failures = "".join(f" {r.method} seed {r.seed} failed: {r.failure}." for r in frame[frame["status"] != "ok"].itertuples())
-    for name, columns, note in (("main", MAIN_COLUMNS, f"{extractor} {is_note}{failures}".strip()),
-                                ("efficiency", EFFICIENCY_COLUMNS, "Storage is measured from the files on disk (MiB = 2^20 bytes). Weights = what generation loads (LDM: U-Net + decoder); training-only = f_phi; external memory = RDM's database + index + encoder weights.")):
-        write_table(summarise(frame, columns), tables_dir / name, note)
+    table, delta_label = main_table(frame, reference_method, confidence)
+    note = f"{interval_note(frame, delta_label, reference_method, confidence)} {extractor} {is_note}{failures}"
+    write_table(table, tables_dir / "main", note.strip(), markdown=main_markdown(table, delta_label, note.strip()))
+    write_table(summarise(frame, EFFICIENCY_COLUMNS), tables_dir / "efficiency",
+                "Storage is measured from the files on disk (MiB = 2^20 bytes). Weights = what generation loads (LDM: "
+                "U-Net + decoder); training-only = f_phi; external memory = RDM's database + index + encoder weights.")
     stage1_tables(stage1_paths, tables_dir)
     plot_all(frame, plots_dir, grids)
     return frame

@@ -263,7 +263,10 @@ def evaluate_step(cfg: ExperimentConfig, method: str, seed: int, model_dir: str 
         work = out_path.with_name(out_path.stem + ".work")
         scores = score_samples(load_images(Path(samples_dir) / "samples.npz"), refstats, device=device,
                                kid_subset_size=cfg.eval.kid_subset_size, allow_download=cfg.eval.allow_is_download,
-                               work_dir=work, identity=ids["sample_id"])
+                               work_dir=work, identity=ids["sample_id"],
+                               # replicates depend on eval.bootstrap_samples (in the identity); the record's interval
+                               # is at report.confidence and the report recomputes it from the replicates
+                               bootstrap_samples=cfg.eval.bootstrap_samples, confidence=cfg.report.confidence)
         record.update(storage(Path(model_dir), train_record))
         record.update({k: v for k, v in scores.items() if k not in ("versions", "refstats_versions")},
                       evaluation_device=device, metric_versions=scores.get("versions"),

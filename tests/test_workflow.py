@@ -62,7 +62,9 @@ def test_ci_workflow_end_to_end(ci_run):
     per_seed = main[main["seed"] == "0"]
     assert sorted(per_seed["method"]) == ["ddpm", "ldm", "pdm", "rdm", "spdm"]
     assert per_seed["FID"].notna().all() and (per_seed["FID"] > 0).all() and (per_seed["status"] == "ok").all()
-    assert "mean ± std" in (out / "tables" / "main.md").read_text()
+    main_md = (out / "tables" / "main.md").read_text()
+    assert "1 seed (bootstrap)" in main_md and "±" not in main_md and "ΔFID vs ddpm" in main_md  # issue 7
+    assert {"FID low", "FID high", "KID low", "KID high", "ΔFID vs ddpm", "excludes 0"} <= set(main.columns)
     assert (out / "tables" / "main.tex").read_text().lstrip().startswith("\\begin{tabular}")
     for plot in ("fid_comparison.png", "fid_vs_cost.png", "samples_pdm_seed0.png"):
         assert (out / "plots" / plot).stat().st_size > 1000
@@ -74,6 +76,8 @@ def test_ci_workflow_end_to_end(ci_run):
     assert record["record_format"] >= 2 and record["git_commit"] and record["pdm_bench_version"]
     assert record["train_versions"]["torch"] and record["metric_versions"]["torch_fidelity"]  # both kept
     assert {"train_id", "sample_id", "eval_id", "refstats_id", "comparison_id"} <= record.keys()
+    assert record["bootstrap_samples"] == len(record["fid_bootstrap"]) == len(record["kid_bootstrap"]) == 200
+    assert record["fid_ci_low"] <= record["fid"] <= record["fid_ci_high"]
     assert record["evaluation_device"] == "cpu" and record["sampling_device"] == "cpu"
     rdm = json.loads((out / "metrics" / "rdm" / "seed0.json").read_text())
     assert rdm["encoder"].startswith("efficientnet_lite0") and rdm["external_memory_bytes"] > 18_000_000  # db + index + encoder
@@ -100,6 +104,12 @@ def test_config_edits_rerun_exactly_what_they_change(ci_run):
 
     scoring = snakemake(ci_run, "--dry-run", "--config", "eval={num_real: 12}")
     assert planned_jobs(scoring) == {"refstats": 1, "evaluate": 5, "report": 1, "all": 1}
+
+    bootstrap = snakemake(ci_run, "--dry-run", "--config", "eval={bootstrap_samples: 50}")
+    assert planned_jobs(bootstrap) == {"evaluate": 5, "report": 1, "all": 1}  # replicates are evaluation output
+
+    reporting = snakemake(ci_run, "--dry-run", "--config", "report={confidence: 0.9}")
+    assert planned_jobs(reporting) == {"report": 1, "all": 1}  # report settings are in no job's identity
 
     assert planned_jobs(snakemake(ci_run, "--dry-run")) == {}  # no change: nothing to do
 

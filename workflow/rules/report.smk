@@ -19,6 +19,9 @@ rule report:
         fid_plot=f"{R}/plots/fid_comparison.png",
         cost_plot=f"{R}/plots/fid_vs_cost.png",
         sample_plots=expand(f"{R}/plots/samples_{{method}}_seed{{seed}}.png", method=METHODS, seed=SEEDS),
+    params:
+        # report-only settings: a change re-runs this rule alone (they are in no job's identity)
+        settings=f"reference_method={CFG.report.reference_method} confidence={CFG.report.confidence}",
     log:
         f"{R}/logs/report.log",
     conda:

@@ -38,7 +38,8 @@ print("bitwise identical reruns:", open(f"{out}/native-1/results/ci/tables/main.
       == open(f"{out}/native-2/results/ci/tables/main.csv", "rb").read())
 for name in ("native-2", "avx2", "no-simd"):
     other = table(name)
-    for column in ("FID", "KID", "clean-FID", "prototypes used", "params"):
+    for column in ("FID", "FID low", "FID high", "KID", "KID low", "KID high", "ΔFID vs ddpm", "ΔFID vs ddpm low",
+                   "ΔFID vs ddpm high", "clean-FID", "prototypes used", "params"):
         a, b = pd.to_numeric(base[column], errors="coerce"), pd.to_numeric(other[column], errors="coerce")
         diff = (b - a).abs()
         rel = (diff / a.abs()).max()
