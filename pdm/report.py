@@ -119,7 +119,7 @@ def summarise(frame: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
 
 
 def _markdown(table: pd.DataFrame, note: str) -> str:
-    """Per-seed rows, then one 'mean ± std' row per method; missing values say so."""
+    """Per-seed rows, then one 'mean ± std (n seeds)' row per method ('1 seed' alone); missing values say so."""
     per_seed = table[~table["seed"].isin(["mean", "std"])]
     means = table[table["seed"] == "mean"].set_index("method")
     stds = table[table["seed"] == "std"].set_index("method")
@@ -130,7 +130,9 @@ def _markdown(table: pd.DataFrame, note: str) -> str:
             continue
         merged[col] = [f"{_fmt(m)} ± {_fmt(s)}" if isinstance(s, (int, float)) and pd.notna(s) else _fmt(m)
                        for m, s in zip(means[col], stds[col])]
-    merged["seed"] = "mean ± std"
+    seeds = per_seed.groupby("method", sort=False).size()
+    # a single seed has no spread: its row is labelled for what it is, never "mean ± std"
+    merged["seed"] = [f"mean ± std ({seeds[m]} seeds)" if seeds[m] > 1 else "1 seed" for m in merged.index]
     rows.append(merged.reset_index()[per_seed.columns])
     text = pd.concat(rows, ignore_index=True)
     if "IS" in text:  # a missing Inception Score is missing (its weights), not inapplicable: the note says why

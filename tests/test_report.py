@@ -56,3 +56,14 @@ def test_records_of_different_comparisons_are_refused(tmp_path):
     with pytest.raises(ReportError, match="cannot share a table") as err:
         report(paths, tmp_path / "tables", tmp_path / "plots")
     assert str(paths[1]) in str(err.value)
+
+
+def test_efficiency_summary_rows_say_how_many_seeds(tmp_path):
+    """A single seed has no spread: its summary row says '1 seed' and shows no '±'; two seeds give mean ± std."""
+    paths = write(tmp_path, [record("pdm", 0), record("pdm", 1, train_seconds=3.0), record("ddpm", 0)])
+    report(paths, tmp_path / "tables", tmp_path / "plots")
+    lines = (tmp_path / "tables" / "efficiency.md").read_text().splitlines()
+    pdm_summary = next(line for line in lines if line.startswith("| pdm") and "seeds)" in line)
+    ddpm_summary = [line for line in lines if line.startswith("| ddpm")][-1]
+    assert "mean ± std (2 seeds)" in pdm_summary and "2 ± 1.414" in pdm_summary  # train s: 1.0 and 3.0
+    assert "1 seed" in ddpm_summary and "±" not in ddpm_summary
