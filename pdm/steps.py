@@ -16,7 +16,6 @@ import numpy as np
 from pdm.config import ExperimentConfig
 from pdm.identity import (
     all_identities,
-    evaluation_identity,
     refstats_identity,
     sampling_identity,
     stage1_identity,
