@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from pdm.config import ConfigError, ExperimentConfig
 from pdm.io import atomic_path, read_json
-from pdm.methods.base import DataInfo, Method
+from pdm.methods.base import DataInfo, Method, options_from_yaml
 
 ENCODER_FILE, DECODER_FILE = "encoder.safetensors", "decoder.safetensors"
 ENCODER_PARTS, DECODER_PARTS = ("encoder", "quant_conv"), ("post_quant_conv", "decoder")
@@ -143,6 +143,16 @@ class LDM(Method):
     has_stage1 = True
     stage1_options = ("downsample_factor", "latent_channels", "autoencoder_channels", "autoencoder_steps",
                       "autoencoder_batch_size", "autoencoder_lr", "kl_weight")
+    description = "latent diffusion: stage 1 trains a KL autoencoder (diffusers AutoencoderKL), stage 2 the shared U-Net on its latents"
+    options_schema = options_from_yaml("""
+    downsample_factor: {type: integer, enum: [1, 2, 4, 8], default: 2, description: "f: latent side = resolution / f"}
+    latent_channels: {type: integer, minimum: 1, default: 4}
+    autoencoder_channels: {type: array, items: {type: integer, minimum: 1}, minItems: 1, default: [32, 64], description: "one block per entry; log2(f) + 1 entries; GroupNorm groups = the largest of 32, 16, 8, ... dividing them all"}
+    autoencoder_steps: {type: integer, minimum: 1, default: 1000}
+    autoencoder_batch_size: {type: integer, minimum: 1, default: 64}
+    autoencoder_lr: {type: number, exclusiveMinimum: 0, default: 0.001, description: "Adam, constant (as LDM)"}
+    kl_weight: {type: number, minimum: 0, default: 0.000001, description: "weight of the per-image KL sum against the per-image L1 sum (LDM's pixel + KL loss)"}
+    """)
 
     @classmethod
     def check_config(cls, cfg: ExperimentConfig, options: Mapping[str, Any]) -> None:

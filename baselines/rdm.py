@@ -30,7 +30,7 @@ from torch import nn
 from baselines import retrieval
 from pdm.config import ConfigError, ExperimentConfig
 from pdm.io import atomic_path, write_json
-from pdm.methods.base import DataInfo, Method
+from pdm.methods.base import DataInfo, Method, options_from_yaml
 
 DATABASE_FILE, INDEX_FILE, NEIGHBOURS_FILE, META_FILE = "database.npy", "index.faiss", "neighbours.npy", "retrieval.json"
 RERUN = "re-run RDM's stage 1 (`pdm-bench stage1 --method rdm`; snakemake re-runs it when its outputs are missing)"
@@ -60,6 +60,21 @@ class RDM(Method):
     cross_attention = True
     has_stage1 = True
     sampling_components = ("unet", "projection")
+    description = "retrieval-augmented diffusion: a frozen image encoder, a FAISS index of the training set, k neighbours as tokens"
+    options_schema = options_from_yaml("""
+    encoder: {type: string, enum: [clip, efficientnet_lite0], default: efficientnet_lite0}
+    encoder_resolution: {type: [integer, "null"], minimum: 32, default: null, description: "efficientnet_lite0 input side (whole image resized, no crop); null = its native 224. One CPU thread: about 28 img/s at 224, 190 at 96 (where 16x16 digits also get as good or better neighbours)"}
+    clip_model: {type: string, default: ViT-B-32}
+    clip_pretrained: {type: string, default: openai, description: "open_clip pretrained tag, used when clip_weights is null"}
+    clip_weights: {type: [string, "null"], default: null, description: "local CLIP weights file (works offline); the clip_pretrained tag's settings (quick_gelu, mean/std) apply to it"}
+    k: {type: integer, minimum: 1, default: 4}
+    index: {type: string, enum: [flat, ivf, ivfpq], default: flat, description: "flat = exact inner product"}
+    nlist: {type: integer, minimum: 1, default: 64, description: "IVF lists (ivf, ivfpq)"}
+    nprobe: {type: integer, minimum: 1, default: 8, description: "IVF lists searched per query (ivf, ivfpq)"}
+    pq_m: {type: integer, minimum: 1, default: 8, description: "PQ sub-vectors of 8 bits (ivfpq); must divide the embedding width"}
+    index_device: {type: string, enum: [cpu, gpu], default: cpu, description: "gpu needs faiss-gpu and a GPU"}
+    encoder_batch_size: {type: integer, minimum: 1, default: 16, description: "images per encoder batch (small batches are faster on CPU; raise on GPU)"}
+    """)
 
     @classmethod
     def check_config(cls, cfg: ExperimentConfig, options: Mapping[str, Any]) -> None:
@@ -198,7 +213,7 @@ class RDM(Method):
         database, _ = self._tables()
         return self.projection(database[ids.to(database.device)])
 
-    def context(self, x0, labels, t, index=None):
+    def context(self, x0, labels, t, generator, index=None):
         self._require_prepared()
         if index is None:
             raise ValueError("RDM needs the batch images' positions in the training split (index) to look up their neighbours")

@@ -1,7 +1,9 @@
 """Experiment config: one YAML file, validated against `config.schema.yaml`, loaded into frozen dataclasses.
 
-The schema is the single source of defaults. Errors name the key and the fix, and are raised before any training
-starts (the Snakefile calls `resolve_config` when the workflow is built).
+The schema is the single source of defaults. Each method's options schema lives with the method (its class's
+`options_schema`) and is merged in under `methods` by `load_schema`, so adding a method never edits this package.
+Errors name the key and the fix, and are raised before any training starts (the Snakefile calls `resolve_config`
+when the workflow is built).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -136,6 +139,29 @@ class ExperimentConfig:
         return config_hash(self.resolved)
 
 
+@functools.lru_cache(maxsize=1)
+def _merged_schema() -> str:
+    from pdm.methods.base import COMMON_OPTIONS
+    from pdm.methods.registry import METHODS, get_method_class
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    methods = schema["properties"]["methods"]
+    methods["additionalProperties"] = False
+    for name in METHODS:
+        cls = get_method_class(name)
+        node = {"type": ["object", "null"], "additionalProperties": False, "default": {},
+                "properties": {**copy.deepcopy(cls.options_schema), **COMMON_OPTIONS}}
+        if cls.description:
+            node["description"] = cls.description
+        methods["properties"][name] = node
+    return json.dumps(schema)
+
+
+def load_schema() -> dict[str, Any]:
+    """The config schema: pdm/config.schema.yaml with every registered method's options schema under `methods`."""
+    return json.loads(_merged_schema())
+
+
 def config_hash(resolved: Mapping[str, Any]) -> str:
     canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -156,7 +182,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
 
 def resolve_config(raw: Mapping[str, Any]) -> ExperimentConfig:
     """Validate a config dict, fill defaults from the schema, check cross-field rules, return the frozen config."""
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    schema = load_schema()
     resolved = copy.deepcopy(dict(raw))
     _check_method_names(resolved, schema)
     if isinstance(resolved.get("methods"), dict):  # `pdm:` with no options is allowed and means all defaults
@@ -204,7 +230,7 @@ def coerce_overrides(config: dict, overrides: Mapping[str, Any]) -> None:
     ['0', '1'] and `sample={steps: 7}` as {'steps': '7'}. Only the keys the command line set are touched: a string in
     a config file stays an error that names the key.
     """
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    schema = load_schema()
 
     def allows_string(node: Mapping[str, Any]) -> bool:
         kinds = node.get("type", "string")

@@ -39,13 +39,24 @@ def make_sampler(name: str, cfg: DiffusionConfig):
     return SAMPLERS[name](**kwargs, clip_sample=cfg.clip_sample)
 
 
+def training_draws(
+    scheduler: DDPMScheduler, shape: tuple[int, ...], generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw t ~ U{0..T-1}, then eps ~ N(0, I) of `shape`, in that order, from `generator` (on its device).
+
+    Methods make these the first draws of a training step, so every method gets the same t and (where its diffusion
+    space has the same shape) the same noise at a given step; its own draws come after.
+    """
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (shape[0],), generator=generator, device=generator.device)
+    noise = torch.randn(shape, generator=generator, device=generator.device)
+    return t, noise
+
+
 def training_targets(
     scheduler: DDPMScheduler, x0: torch.Tensor, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Draw t ~ U{0..T-1} and eps ~ N(0, I) and return (x_t, t, eps), the inputs of L_simple."""
-    batch = x0.shape[0]
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator, device=generator.device)
-    noise = torch.randn(x0.shape, generator=generator, device=generator.device, dtype=x0.dtype)
-    t, noise = t.to(x0.device), noise.to(x0.device)
+    """Draw t and eps (training_draws) and return (x_t, t, eps), the inputs of L_simple."""
+    t, noise = training_draws(scheduler, tuple(x0.shape), generator)
+    t, noise = t.to(x0.device), noise.to(device=x0.device, dtype=x0.dtype)
     x_t = scheduler.add_noise(x0, noise, t)  # q(x_t | x_0)
     return x_t, t, noise

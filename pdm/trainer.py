@@ -34,7 +34,7 @@ from pdm.methods.base import DataInfo
 from pdm.methods.registry import get_method_class
 from pdm.runtime import provenance, resolve_device, setup_job, versions
 
-__all__ = ["TrainingDiverged", "load_stage1", "resolve_device", "train", "versions"]
+__all__ = ["TrainingDiverged", "load_stage1", "resolve_device", "step_generator", "train", "versions"]
 log = logging.getLogger("pdm.trainer")
 
 
@@ -45,6 +45,12 @@ class TrainingDiverged(RuntimeError):
         self.step, self.term, self.value = step, term, value
         super().__init__(f"{method}: {term} became {value} at step {step}; training stopped there. Fix: lower train.lr, "
                          "set train.grad_clip, or use train.mixed_precision: 'no'")
+
+
+def step_generator(seed: int, step: int, rank: int = 0, device="cpu") -> torch.Generator:
+    """The generator of one training step (one per process): every method draws t and the noise from it first (then
+    its own draws), so at a given step all methods of an experiment get the same batch, timesteps and noise."""
+    return torch.Generator(device).manual_seed((seed * 1_000_003 + step) * 64 + rank)
 
 
 def peak_memory(device: str) -> dict:
@@ -165,7 +171,7 @@ class _Run:
             x0, labels, index = stream.batch(step, self.rank, self.world)
             x0 = x0.to(accelerator.device)
             labels = labels.to(accelerator.device) if labels is not None else None
-            generator = torch.Generator(accelerator.device).manual_seed((self.seed * 1_000_003 + step) * 64 + self.rank)
+            generator = step_generator(self.seed, step, self.rank, accelerator.device)
             with accelerator.autocast():
                 loss, logs = self.model(x0, labels, generator, index.to(accelerator.device))
             self._check_finite(step + 1, {**logs, "loss": loss.detach()})

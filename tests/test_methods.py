@@ -32,7 +32,7 @@ def test_pdm_gradient_flow_matches_reference(make_cfg):
     from pdm.diffusion import training_targets
 
     z_t, t, noise = training_targets(method.train_scheduler, z0, torch.Generator().manual_seed(0))
-    tokens, aux, _ = method.context(x0, labels, t)
+    tokens, aux, _ = method.context(x0, labels, t, torch.Generator())
     diffusion = torch.nn.functional.mse_loss(method.unet(z_t, t, tokens), noise)
 
     diffusion.backward(retain_graph=True)
@@ -53,7 +53,7 @@ def test_spdm_routes_labels_to_prototypes(make_cfg):
     assert method.bank.prototypes.shape[0] == INFO.num_classes
     x0, labels = batch()
     t = torch.zeros(6, dtype=torch.long)
-    tokens, _, _ = method.context(x0, labels, t)
+    tokens, _, _ = method.context(x0, labels, t, torch.Generator())
     expected = method.bank.prototypes[labels] + method.time_table[0]
     torch.testing.assert_close(tokens[:, 0], expected)
 

@@ -259,7 +259,7 @@ def test_rdm_trains_and_samples_deterministically_per_seed(rdm_stage1):
     method = build_prepared(cfg, out, RDM)
     x0 = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     index = torch.tensor([0, 5, 17, 35])
-    tokens, aux, _ = method.context(x0, None, torch.zeros(4, dtype=torch.long), index)
+    tokens, aux, _ = method.context(x0, None, torch.zeros(4, dtype=torch.long), torch.Generator(), index)
     assert tokens.shape == (4, 4, cfg.model.bottleneck_channels) and aux is None
     torch.testing.assert_close(tokens, method.projection(method.database[method.train_neighbours[index]]))
     loss, logs = method.loss(x0, None, torch.Generator().manual_seed(0), index)
@@ -267,7 +267,7 @@ def test_rdm_trains_and_samples_deterministically_per_seed(rdm_stage1):
     loss.backward()
     assert method.projection.weight.grad.abs().sum() > 0  # the projection learns through the cross-attention
     with pytest.raises(ValueError, match="positions in the training split"):
-        method.context(x0, None, torch.zeros(4, dtype=torch.long), None)
+        method.context(x0, None, torch.zeros(4, dtype=torch.long), torch.Generator(), None)
 
     together = method.sample([0, 1, 2], "ddim", steps=3, batch_size=3)
     alone = np.concatenate([method.sample([s], "ddim", steps=3, batch_size=1) for s in (0, 1, 2)])

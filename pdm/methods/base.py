@@ -1,26 +1,50 @@
 """The protocol every method implements; the trainer, sampler driver and evaluation only talk to this.
 
+A new method is one file: a Method subclass with its `name`, its `options_schema` (JSON schema of its options, merged
+into the config schema at load time, so configs are validated against it), its networks and its conditioning:
+
+    context(x0, labels, t, generator, index) -> (tokens, aux_loss, logs)   training-time conditioning
+    sampling_context(generators, device) -> tokens_for(t)                 generation-time conditioning, per image
     run_stage1(cfg, seed, out_dir)  stage 1 as its own workflow job (an autoencoder, a retrieval database + index)
     prepare(stage1_dir)        load the frozen stage-1 outputs, before training and before sampling
-    loss(x0, labels, generator, index) -> (loss, logs)   index: the batch's positions in the training split
     finalize(dataset)          after training, e.g. prototype usage frequencies on the training set
-    sample(seeds, ...) -> uint8 images (N, H, W, C), image i a function of seeds[i] alone
     components()               the named parts saved as safetensors; storage is measured from those files
+plus one line in pdm/methods/registry.py. The shared parts below are not overridden: `loss` (L_simple + the method's
+auxiliary loss; the step's first draws are t and the noise, so every method gets the same ones at a given step) and
+`sample` (the sampler loop; image i a function of seeds[i] alone).
 """
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
 from pdm.config import ExperimentConfig
-from pdm.diffusion import make_sampler, make_train_scheduler, training_targets
+from pdm.diffusion import make_sampler, make_train_scheduler, training_draws
 from pdm.sampling import batched, image_generators, initial_noise, run_sampler, to_uint8_images
 from pdm.unet import ConditionedUNet
+
+
+def options_from_yaml(text: str) -> dict[str, dict]:
+    """A method's options schema written as YAML (the style of pdm/config.schema.yaml): {option: JSON schema}."""
+    options = yaml.safe_load(textwrap.dedent(text)) or {}
+    for name, schema in options.items():
+        if not isinstance(schema, dict) or "default" not in schema:
+            raise TypeError(f"option '{name}' needs a JSON schema with a default (the schema is the only source of defaults)")
+    return options
+
+
+# Options every method has.
+COMMON_OPTIONS: dict[str, dict] = {
+    "num_train_timesteps": {"type": ["integer", "null"], "minimum": 2, "default": None,
+                            "description": "overrides diffusion.num_train_timesteps for this method (null: keep it)"},
+}
 
 
 @dataclass(frozen=True)
@@ -47,6 +71,10 @@ class Method(nn.Module):
     sampling_options: ClassVar[tuple[str, ...]] = ()
     # Options that determine stage 1 (None: every option but num_train_timesteps); see pdm.identity.
     stage1_options: ClassVar[tuple[str, ...] | None] = None
+    # JSON schema of the method's own options (`methods.<name>:` in a config), each with its default; merged with
+    # COMMON_OPTIONS into pdm/config.schema.yaml when a config is loaded (pdm.config.method_schemas).
+    options_schema: ClassVar[dict[str, dict]] = {}
+    description: ClassVar[str] = ""
 
     def __init__(self, cfg: ExperimentConfig, data: DataInfo):
         super().__init__()
@@ -86,9 +114,12 @@ class Method(nn.Module):
     def finalize(self, dataset) -> None:
         pass
 
-    def context(self, x0: torch.Tensor, labels: torch.Tensor | None, t: torch.Tensor, index: torch.Tensor | None = None):
+    def context(self, x0: torch.Tensor, labels: torch.Tensor | None, t: torch.Tensor, generator: torch.Generator,
+                index: torch.Tensor | None = None):
         """Training-time conditioning tokens (B, N, C) and an auxiliary loss with its logs; none by default.
 
+        generator is the step's generator (after t and the noise were drawn): any random choice of the conditioning
+        (label dropout, a random neighbour) draws from it, so a resumed or repeated run makes the same choices.
         index holds the batch images' positions in the training split (RDM looks up their precomputed neighbours).
         """
         return None, None, {}
@@ -128,9 +159,12 @@ class Method(nn.Module):
     # --- shared by every method ----------------------------------------------------------------------------------
     def loss(self, x0: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator, index=None):
         """L_simple on the (latent) image, plus the method's auxiliary loss with weight 1 (reference `train_loop`)."""
-        z0 = self.encode(x0, generator)
-        z_t, t, noise = training_targets(self.train_scheduler, z0, generator)
-        tokens, aux_loss, logs = self.context(x0, labels, t, index)
+        shape = (x0.shape[0], self.latent_channels, self.latent_size, self.latent_size)
+        t, noise = training_draws(self.train_scheduler, shape, generator)  # the step's first draws, for every method
+        z0 = self.encode(x0, generator)  # then the method's own draws (LDM's posterior sample)
+        t, noise = t.to(z0.device), noise.to(device=z0.device, dtype=z0.dtype)
+        z_t = self.train_scheduler.add_noise(z0, noise, t)  # q(z_t | z_0)
+        tokens, aux_loss, logs = self.context(x0, labels, t, generator, index)
         eps = self.unet(z_t, t, tokens)
         diffusion_loss = torch.nn.functional.mse_loss(eps.float(), noise.float())
         total = diffusion_loss if aux_loss is None else diffusion_loss + aux_loss

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import torch
 
 from pdm.config import ConfigError, ExperimentConfig
-from pdm.methods.base import DataInfo, Method
+from pdm.methods.base import DataInfo, Method, options_from_yaml
 from pdm.prototypes import (
     FeatureEncoder,
     PrototypeBank,
@@ -38,6 +38,19 @@ class PDM(Method):
     cross_attention = True
     sampling_components = ("unet", "prototypes")
     sampling_options = ("prototype_sampling",)
+    options_schema = options_from_yaml("""
+    num_prototypes: {type: integer, minimum: 1, default: 10, description: "K"}
+    prototype_dim: {type: [integer, "null"], minimum: 1, default: null, description: "d; must equal the bottleneck channels"}
+    tau: {type: number, exclusiveMinimum: 0, default: 1.0}
+    alpha: {type: number, minimum: 0, default: 1.0}
+    beta: {type: number, minimum: 0, default: 1.0}
+    time_embed_dim: {type: [integer, "null"], minimum: 1, default: null, description: "sinusoidal table width, truncated to d (reference: 256)"}
+    prototype_sampling:
+      type: string
+      enum: [frequency, uniform, per_step_uniform]
+      default: frequency
+      description: "per_step_uniform reproduces the reference code (a new random prototype at every step)"
+    """)
 
     @classmethod
     def check_config(cls, cfg: ExperimentConfig, options: Mapping[str, Any]) -> None:
@@ -77,7 +90,7 @@ class PDM(Method):
         o = self.options
         return unsupervised_prototype_loss(z, self.bank.prototypes, o["tau"], o["alpha"], o["beta"])
 
-    def context(self, x0, labels, t, index=None):
+    def context(self, x0, labels, t, generator, index=None):
         z = self.f_phi(x0)  # (B, d)
         chosen = self.assign(z.detach(), labels)  # (B,) prototype per image
         aux, parts = self.prototype_loss(z, labels)
@@ -140,6 +153,14 @@ class SupervisedPDM(PDM):
     conditioning = "class-prototype"
     needs_labels = True
     sampling_options = ("label_sampling",)
+    options_schema = options_from_yaml("""
+    num_prototypes: {type: [integer, "null"], minimum: 1, default: null, description: "K; null = number of classes"}
+    prototype_dim: {type: [integer, "null"], minimum: 1, default: null}
+    tau: {type: number, exclusiveMinimum: 0, default: 1.0}
+    alpha: {type: number, minimum: 0, default: 1.0}
+    time_embed_dim: {type: [integer, "null"], minimum: 1, default: null}
+    label_sampling: {type: string, enum: [uniform, frequency], default: uniform, description: "uniform as in the reference"}
+    """)
 
     def num_prototypes(self, data: DataInfo) -> int:
         if data.num_classes < 1:
