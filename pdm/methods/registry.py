@@ -11,6 +11,7 @@ METHODS: dict[str, str] = {
     "pdm": "pdm.methods.pdm:PDM",
     "spdm": "pdm.methods.pdm:SupervisedPDM",
     "ddpm": "baselines.ddpm:DDPM",
+    "cddpm": "baselines.cddpm:ClassConditionalDDPM",
     "ldm": "baselines.ldm:LDM",
     "rdm": "baselines.rdm:RDM",
 }
