@@ -101,7 +101,8 @@ def _write(table: pd.DataFrame, stem: Path, note: str) -> None:
 
 def _note(frame: pd.DataFrame, confidence: float) -> str:
     level = f"{confidence * 100:g}%"
-    replicates = int(frame["bootstrap_samples"].dropna().max()) if frame["bootstrap_samples"].notna().any() else 0
+    counts = frame["bootstrap_samples"].dropna() if "bootstrap_samples" in frame else pd.Series(dtype=float)
+    replicates = int(counts.max()) if not counts.empty else 0
     ok = frame[frame["status"] == "ok"]
     scored = (f" {int(ok['num_samples'].iloc[0])} samples vs {int(ok['num_real'].iloc[0])} real images, "
               f"{ok['extractor'].iloc[0]}; CPU: {ok['cpu_model'].iloc[0]}.") if not ok.empty else ""
@@ -121,7 +122,10 @@ def _plot(table: pd.DataFrame, x: str, panels: str | None, xlabel: str, title: s
     sns.set_theme(style="whitegrid")
     has_summary = table["seed"].str.startswith("mean").any()
     points = table[table["seed"].str.startswith("mean")] if has_summary else table[table["status"] == "ok"]
+    if points.empty:  # every run failed: an empty plot that says so (the table has the reasons)
+        points = table.iloc[:0]
     names = sorted(dict.fromkeys(points[panels]), key=lambda n: SAMPLER_ORDER.get(n, 99)) if panels else [None]
+    names = names or [None]
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), sharex=True, sharey=True, squeeze=False)
     palette = dict(zip(dict.fromkeys(table["method"]), sns.color_palette(n_colors=table["method"].nunique())))
     for ax, name in zip(axes[0], names):

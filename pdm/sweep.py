@@ -102,9 +102,9 @@ def check_models(cfg: ExperimentConfig, root: str | Path = ".") -> None:
                 raise ConfigError(
                     f"sweep.models_from: {model_dir} was trained under training identity {record.get('train_id')}, but this "
                     f"config ({cfg.experiment}) gives {expected} for {method} seed {seed}; differing: "
-                    f"{describe_difference(cfg, record, method, seed)}. Make this config's training settings equal to "
-                    f"'{other}''s (best: `base:` its config file and change only experiment, sample, eval and sweep), "
-                    f"or retrain '{other}' with the new settings")
+                    f"{describe_difference(cfg, record, method, seed)}. Make this config's training settings those of "
+                    f"experiment '{other}' (best: `base:` its config file and change only experiment, sample, eval and "
+                    f"sweep), or retrain '{other}' with the new settings")
             for fraction in cfg.train.snapshots:
                 try:
                     read_snapshot(cfg, method, seed, model_dir, fraction)

@@ -96,33 +96,25 @@ def test_network_evaluations_per_image(make_cfg):
 
 # --- the workflow: a sweep over another experiment's models, nothing retrained --------------------------------------
 def _snakemake(workdir, configfile, *extra):
-    from test_workflow import snakemake
+    from conftest import snakemake
 
     return snakemake(workdir, *extra, configfile=configfile)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A finished ci-like run (two methods, few bootstrap replicates) and a snapshot at half the budget, made by hand
-    (the trainer's part of train.snapshots writes the same layout: a copy of weights/ plus snapshot.json)."""
-    workdir = tmp_path_factory.mktemp("sweep-workflow")
-    raw = yaml.safe_load((REPO / "config" / "ci.yaml").read_text())
-    raw["methods"] = {"pdm": raw["methods"]["pdm"], "ddpm": {}}
-    raw["eval"]["bootstrap_samples"] = 20
-    (workdir / "trained.yaml").write_text(yaml.safe_dump(raw))
-    run = _snakemake(workdir, workdir / "trained.yaml")
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    for method in ("pdm", "ddpm"):
-        model = workdir / "results" / "ci" / "models" / method / "seed0"
-        train = json.loads((model / "train.json").read_text())
-        shutil.copytree(model / "weights", model / "snapshots" / "0.5")
-        (model / "snapshots" / "0.5" / "snapshot.json").write_text(json.dumps(
-            {"step": train["steps_done"] // 2, "fraction": 0.5, "train_id": train["train_id"]}))
-    return workdir
+def trained(ci_run):
+    """The session's finished ci run (conftest), with a snapshot of DDPM at half the budget made by hand (the
+    trainer's part of train.snapshots writes the same layout: the files of weights/ plus snapshot.json)."""
+    model = ci_run / "results" / "ci" / "models" / "ddpm" / "seed0"
+    train = json.loads((model / "train.json").read_text())
+    shutil.copytree(model / "weights", model / "snapshots" / "0.5", dirs_exist_ok=True)
+    (model / "snapshots" / "0.5" / "snapshot.json").write_text(json.dumps(
+        {"step": train["steps_done"] // 2, "fraction": 0.5, "train_id": train["train_id"]}))
+    return ci_run
 
 
 def _sweep_config(workdir: Path, name: str, **extra) -> Path:
-    raw = {"base": "trained.yaml", "experiment": "sweep", "train": {"snapshots": [0.5]},
+    raw = {"base": str(REPO / "config" / "ci.yaml"), "experiment": "sweep", "train": {"snapshots": [0.5]},
            "sweep": {"models_from": "ci", "methods": ["ddpm"], "samplers": ["ddim", "dpmpp"], "steps": [3, 6]}}
     for key, value in extra.items():
         raw[key] = {**raw.get(key, {}), **value}
@@ -175,3 +167,48 @@ def test_sweep_refuses_models_of_other_settings_before_any_job(trained):
 
     run = _snakemake(trained, _sweep_config(trained, "snap.yaml", train={"snapshots": [0.25]}), "--dry-run")
     assert run.returncode != 0 and "no snapshot at 0.25" in run.stdout + run.stderr
+
+
+@pytest.mark.workflow
+def test_a_sweep_inside_a_training_experiment_follows_its_training(tmp_path):
+    """Without models_from the sweep and the training curve use the experiment's own models (after its training)."""
+    from test_workflow import planned_jobs
+
+    run = _snakemake(tmp_path, REPO / "config" / "ci.yaml", "--dry-run", "--config",
+                     "sweep={samplers: [ddim, ddpm], steps: [3], methods: [pdm]}", "train={snapshots: [0.5]}")
+    plan = planned_jobs(run)
+    assert plan["train"] == 5 and plan["sample_sweep"] == plan["evaluate_sweep"] == 2 and plan["sweep_report"] == 1
+    # the snapshot is the train job's output; the final point of the curve is the main evaluation's record
+    assert plan["sample_snapshot"] == plan["evaluate_snapshot"] == 5 and plan["training_curve"] == 1
+    assert "results/ci/models/pdm/seed0/snapshots/0.5" in run.stdout + run.stderr
+
+
+def test_sweep_table_summarises_seeds_and_keeps_failed_runs(tmp_path):
+    """Several seeds: a 'mean (2 seeds)' row per point with a t interval; a failed run is a row of its own."""
+    import numpy as np
+
+    from pdm.curves import sweep_report
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for method in ("pdm", "ddpm"):
+        for seed in (0, 1, 2):
+            for steps in (5, 10):
+                failed = method == "ddpm" and seed == 2
+                fid = 100.0 / steps + seed
+                record = {"method": method, "seed": seed, "sampler": "ddim", "sampling_steps": steps, "nfe": steps,
+                          "status": "failed" if failed else "ok", "refstats_id": "r", "bootstrap_samples": 20,
+                          "num_samples": 16, "num_real": 16, "extractor": "inception", "cpu_model": "cpu"}
+                if not failed:
+                    record.update(fid=fid, fid_bootstrap=list(fid + rng.normal(size=20)), kid_mean=0.1,
+                                  kid_bootstrap=list(0.1 + 0.01 * rng.normal(size=20)), clean_fid=fid,
+                                  sampling_images_per_second=10.0)
+                paths.append(tmp_path / f"{method}-{seed}-{steps}.json")
+                paths[-1].write_text(json.dumps(record))
+    table = sweep_report(paths, tmp_path / "tables", tmp_path / "plots")
+    means = table[table["seed"].str.startswith("mean")]
+    assert list(means["seed"]) == ["mean (3 seeds)"] * 2 + ["mean (2 seeds)"] * 2
+    pdm5 = means[(means["method"] == "pdm") & (means["steps"] == 5)].iloc[0]
+    assert pdm5["FID"] == pytest.approx(21.0) and pdm5["FID low"] < 21.0 < pdm5["FID high"]
+    assert (table["status"] == "failed").sum() == 2 and (tmp_path / "plots" / "fid_vs_nfe.png").stat().st_size > 1000
+    assert "mean (2 seeds)" in (tmp_path / "tables" / "sweep.md").read_text()
