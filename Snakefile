@@ -3,9 +3,12 @@
 #   snakemake --cores all --config seeds=[0,1,2]           # overrides merge onto config/default.yaml
 #   snakemake --cores all --configfile config/ci.yaml      # another experiment (replaces the default, no merging)
 #   snakemake --workflow-profile profiles/slurm --configfile config/paper/cifar10.yaml   # on a SLURM cluster
+#   snakemake --cores all --configfile config/sweep_default.yaml   # FID against NFE over the default's models, no training
 # profiles/default (keep going, rerun incomplete jobs, one GPU job at a time) is used unless another is named.
 # Results land in results/{experiment}/ (see results/README.md).
-from pdm.config import coerce_overrides
+from pathlib import Path
+
+from pdm.config import coerce_overrides, merge_base
 from pdm.identity import (
     evaluation_identity,
     refstats_identity,
@@ -14,12 +17,19 @@ from pdm.identity import (
     training_identity,
 )
 from pdm.methods.registry import get_method_class
-from pdm.preflight import check_device_or_exit, preflight_or_exit
+from pdm.preflight import check_device_or_exit, check_models_or_exit, preflight_or_exit
+from pdm.sweep import FINAL, curve_fractions, snapshot_name
 
 if not workflow.overwrite_configfiles:  # no --configfile: --config key=value overrides merge onto the default
     configfile: f"{workflow.basedir}/config/default.yaml"  # beside this Snakefile, also under --directory
 
 coerce_overrides(config, workflow.config_settings.overwrite_config or {})  # `--config seeds=[0,1]` gives strings
+# `base: other.yaml` in a config file: that file first, this one (and --config overrides) on top (pdm.config.merge_base);
+# the base is found beside the --configfile that names it, else in config/. In place: the jobs see the merged config.
+_base_dirs = [Path(f).parent for f in workflow.overwrite_configfiles or ()] + [Path(workflow.basedir) / "config"]
+_merged = merge_base(config, _base_dirs)
+config.clear()
+config.update(_merged)
 # Validate against pdm/config.schema.yaml, fill defaults, check data: every input error surfaces here, before any
 # job, as one message (no traceback). The GPU check waits for `onstart` (the first point where Snakemake knows
 # whether the jobs run on this machine) except inside a cluster job, where this machine is the one that runs it.
@@ -32,6 +42,8 @@ onstart:
 
 
 EXP = CFG.experiment
+if not CFG.trains:  # sweep.models_from: another experiment's models are plain inputs, checked before any job
+    check_models_or_exit(CFG)
 METHODS = list(CFG.methods)
 SEEDS = list(CFG.seeds)
 STAGE1_METHODS = [m for m in METHODS if get_method_class(m).has_stage1]
@@ -47,9 +59,14 @@ wildcard_constraints:
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/curves.smk"
 
 
+# An experiment that trains reports its methods; a sweep adds FID against NFE; train.snapshots adds FID over training.
+# With sweep.models_from, only the curves: nothing is trained.
 rule all:
     input:
-        rules.report.output,
+        rules.report.output if CFG.trains else [],
+        rules.sweep_report.output if CFG.sweep.enabled else [],
+        rules.training_curve.output if CFG.train.snapshots else [],
     default_target: True

@@ -78,8 +78,12 @@ def read_train_record(cfg, method_name: str, seed: int, model_dir: str | Path) -
     return record
 
 
-def load_trained(cfg, method_name: str, model_dir: str | Path, device="cpu", seed: int | None = None):
-    """Rebuild a trained method from its config and folder, refusing weights of another training identity."""
+def load_trained(cfg, method_name: str, model_dir: str | Path, device="cpu", seed: int | None = None,
+                 weights: str | Path | None = None):
+    """Rebuild a trained method from its config and folder, refusing weights of another training identity.
+
+    `weights`: a folder of the same layout as weights/ to load instead (a training snapshot, checked by the caller).
+    """
     from pdm.methods.base import DataInfo
     from pdm.methods.registry import get_method_class
 
@@ -91,7 +95,7 @@ def load_trained(cfg, method_name: str, model_dir: str | Path, device="cpu", see
         raise ValueError(f"{model_dir}: training failed ({record.get('failure')}); there is no model to load")
     method = get_method_class(method_name)(cfg, DataInfo(**record["data_info"]))
     load_stage1(method, record.get("stage1_dir"))
-    load_components(method, weights_dir(model_dir))
+    load_components(method, Path(weights) if weights is not None else weights_dir(model_dir))
     return method.to(device), record
 
 

@@ -80,6 +80,7 @@ class TrainConfig:
     checkpoint_every: int
     log_every: int
     max_seconds: float | None
+    snapshots: tuple[float, ...]  # fractions of the budget saved besides the final weights (not in the training identity)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,20 @@ class EvalConfig:
     allow_is_download: bool
     grid_size: int
     bootstrap_samples: int
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Samplers x step counts over trained models (FID against network evaluations); no sweep when either is empty."""
+
+    models_from: str | None  # another experiment's models (never retrained), or None: this experiment's own
+    methods: tuple[str, ...] | None
+    samplers: tuple[str, ...]
+    steps: tuple[int, ...]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.samplers and self.steps)
 
 
 @dataclass(frozen=True)
@@ -121,6 +136,7 @@ class ExperimentConfig:
     sample: SampleConfig
     eval: EvalConfig
     report: ReportConfig
+    sweep: SweepConfig
     methods: Mapping[str, Mapping[str, Any]]
     resolved: Mapping[str, Any]  # the validated dict with every default filled in
 
@@ -137,6 +153,28 @@ class ExperimentConfig:
     @property
     def hash(self) -> str:
         return config_hash(self.resolved)
+
+    def with_sampling(self, sampler: str, steps: int) -> "ExperimentConfig":
+        """This config with another sampler and step count (one point of a sweep), everything else unchanged; its
+        sampling and evaluation identities follow from it as for any config edit."""
+        resolved = copy.deepcopy(dict(self.resolved))
+        resolved["sample"] = {**resolved["sample"], "sampler": sampler, "steps": int(steps)}
+        sample = dataclasses.replace(self.sample, sampler=sampler, steps=int(steps))
+        return dataclasses.replace(self, sample=sample, resolved=resolved)
+
+    @property
+    def models_experiment(self) -> str:
+        """The experiment whose results/{...}/models/ this config samples from (another one's with sweep.models_from)."""
+        return self.sweep.models_from or self.experiment
+
+    @property
+    def trains(self) -> bool:
+        """Whether this experiment trains its own models (False: it only re-samples another experiment's)."""
+        return self.models_experiment == self.experiment
+
+    @property
+    def sweep_methods(self) -> tuple[str, ...]:
+        return self.sweep.methods or tuple(self.methods)
 
 
 @functools.lru_cache(maxsize=1)
@@ -168,7 +206,10 @@ def config_hash(resolved: Mapping[str, Any]) -> str:
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
-    path = Path(path)
+    return resolve_config(load_raw(path))
+
+
+def _read_yaml(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -177,13 +218,57 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys (experiment, data, methods, ...)")
-    return resolve_config(raw)
+    return raw
+
+
+def load_raw(path: str | Path) -> dict:
+    """A config file as a dict, with its `base:` chain merged in (see merge_base)."""
+    path = Path(path)
+    return merge_base(_read_yaml(path), [path.parent])
+
+
+def merge_config(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict:
+    """`override` on top of `base`: mappings merge key by key (recursively), everything else (lists too) is replaced."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_config(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def merge_base(raw: Mapping[str, Any], search_dirs, _seen: tuple[Path, ...] = ()) -> dict:
+    """Config inheritance: `base: other.yaml` loads that file first and merges this one on top (merge_config).
+
+    The base is looked up relative to each of `search_dirs` in turn (the folder of the file that names it, first);
+    a base may name its own base. A config without `base` comes back unchanged. Used for experiments that must share
+    another one's settings exactly, e.g. a sweep over the default's trained models (config/sweep_default.yaml).
+    """
+    raw = dict(raw)
+    name = raw.pop("base", None)
+    if name is None:
+        return raw
+    if not isinstance(name, str):
+        raise ConfigError(f"base: must be the path of a config file, got {name!r}")
+    candidates = [Path(d) / name for d in search_dirs] if not Path(name).is_absolute() else [Path(name)]
+    path = next((c.resolve() for c in candidates if c.is_file()), None)
+    if path is None:
+        raise ConfigError(f"base: {name} is not a file (looked in {', '.join(str(c) for c in candidates)}); give a "
+                          "path relative to the config file that names it")
+    if path in _seen:
+        raise ConfigError(f"base: {path} inherits from itself ({' -> '.join(map(str, (*_seen, path)))}); break the cycle")
+    parent = merge_base(_read_yaml(path), [path.parent], (*_seen, path))
+    return merge_config(parent, raw)
 
 
 def resolve_config(raw: Mapping[str, Any]) -> ExperimentConfig:
     """Validate a config dict, fill defaults from the schema, check cross-field rules, return the frozen config."""
     schema = load_schema()
     resolved = copy.deepcopy(dict(raw))
+    if "base" in resolved:
+        raise ConfigError(f"base: {resolved['base']!r} was not merged in; load the file with pdm.config.load_config "
+                          "(or `pdm-bench --config`, or snakemake --configfile), which resolves it against the file's folder")
     _check_method_names(resolved, schema)
     if isinstance(resolved.get("methods"), dict):  # `pdm:` with no options is allowed and means all defaults
         resolved["methods"] = {k: ({} if v is None else v) for k, v in resolved["methods"].items()}
@@ -211,6 +296,28 @@ def _check_bootstrap_size(cfg: "ExperimentConfig") -> None:
         raise ConfigError(f"eval.bootstrap_samples={cfg.eval.bootstrap_samples} with {n} samples and {m} real images "
                           f"needs {need / 2**30:.0f} GiB of kernel matrices (limit 4 GiB); set eval.bootstrap_samples: 0 "
                           "(the tables then give intervals across seeds only) or score fewer samples")
+
+
+def _check_sweep(cfg: "ExperimentConfig") -> None:
+    """The sweep names methods of this config, step counts every swept method's schedule has, and something to do."""
+    sweep = cfg.sweep
+    if bool(sweep.samplers) != bool(sweep.steps):
+        given, missing = ("samplers", "steps") if sweep.samplers else ("steps", "samplers")
+        raise ConfigError(f"sweep.{given} is set but sweep.{missing} is empty; give both (e.g. samplers: [ddim, dpmpp], "
+                          "steps: [10, 20, 50]) or neither")
+    for name in sweep.methods or ():
+        if name not in cfg.methods:
+            raise ConfigError(f"sweep.methods: '{name}' is not one of this config's methods ({', '.join(cfg.methods)})"
+                              f"{_suggest(name, cfg.methods)}")
+    for name in cfg.sweep_methods if sweep.enabled else ():
+        timesteps = cfg.diffusion_for(name).num_train_timesteps
+        too_many = [s for s in sweep.steps if s > timesteps]
+        if too_many:
+            raise ConfigError(f"sweep.steps: {too_many} exceed {name}'s {timesteps} training timesteps (a sampler cannot "
+                              f"take more steps than the schedule has); use at most {timesteps}")
+    if not cfg.trains and not sweep.enabled and not cfg.train.snapshots:
+        raise ConfigError(f"sweep.models_from: {sweep.models_from} is set, but there is nothing to do with its models: "
+                          "give sweep.samplers and sweep.steps (or train.snapshots for a training curve)")
 
 
 def _check_reference_method(cfg: "ExperimentConfig", explicit: str | None) -> None:
@@ -315,6 +422,7 @@ def _build(resolved: dict) -> ExperimentConfig:
         sample=section(SampleConfig, resolved["sample"]),
         eval=section(EvalConfig, resolved["eval"]),
         report=section(ReportConfig, resolved["report"]),
+        sweep=section(SweepConfig, resolved["sweep"]),
         methods=frozen_methods,
         resolved=resolved,
     )
@@ -343,6 +451,7 @@ def _check_rules(cfg: ExperimentConfig) -> None:
     if cfg.train.warmup_steps > cfg.train.steps:
         raise ConfigError(f"train.warmup_steps={cfg.train.warmup_steps} exceeds the budget train.steps={cfg.train.steps}")
     _check_bootstrap_size(cfg)
+    _check_sweep(cfg)
     from pdm.methods.registry import get_method_class
 
     for name, options in cfg.methods.items():

@@ -11,8 +11,8 @@ The workflow hands them to Snakemake as `params:`, so a config edit re-runs exac
 recomputes the reference statistics and re-scores; `train.lr` retrains everything downstream). Every output records
 its identity and every consumer checks it, so a stale file is refused with a message instead of mixed in.
 
-Left out on purpose, because they do not change the result: logging and checkpoint intervals, the sampling batch
-size (each image depends on its seed alone), the experiment name (it is the folder), threads and the device
+Left out on purpose, because they do not change the result: logging and checkpoint intervals, the fractions at which
+training snapshots are saved (train.snapshots: the final weights do not depend on them), the sampling batch size (each image depends on its seed alone), the experiment name (it is the folder), threads and the device
 (recorded in every row; floating-point results differ across devices and CPU types, see README).
 """
 
@@ -24,7 +24,7 @@ import json
 from typing import Any, Mapping
 
 IDENTITY_VERSION = 1  # bump when what an identity covers changes, so old outputs are recomputed, never reused
-TRAIN_KEYS_NOT_IN_IDENTITY = ("log_every", "checkpoint_every")
+TRAIN_KEYS_NOT_IN_IDENTITY = ("log_every", "checkpoint_every", "snapshots")
 SAMPLE_KEYS_NOT_IN_IDENTITY = ("batch_size",)
 EXTRACTOR = "inception-v3-fid-2015-12-05"
 
@@ -55,27 +55,55 @@ def stage1_identity(cfg, method: str, seed: int) -> str | None:
                    "options": {k: options.get(k) for k in keys}})
 
 
-def training_identity(cfg, method: str, seed: int) -> str:
+def _training_payload(cfg, method: str, seed: int) -> dict:
     options = _options(cfg, method)
     sampling_only = set(_method_class(method).sampling_options)
     train = {k: v for k, v in cfg.resolved["train"].items() if k not in TRAIN_KEYS_NOT_IN_IDENTITY}
-    return digest({
+    return {
         "stage": "train", "method": method, "seed": int(seed),
         "data": cfg.resolved["data"], "model": cfg.resolved["model"],
         "diffusion": dataclasses.asdict(cfg.diffusion_for(method)), "train": train,
         "options": {k: v for k, v in options.items() if k not in sampling_only},
         "stage1": stage1_identity(cfg, method, seed),
-    })
+    }
 
 
-def sampling_identity(cfg, method: str, seed: int) -> str:
+def training_identity(cfg, method: str, seed: int) -> str:
+    return digest(_training_payload(cfg, method, seed))
+
+
+def training_differences(cfg, other, method: str, seed: int) -> list[tuple[str, Any, Any]]:
+    """The settings in the training identity where two configs differ: [(dotted key, cfg's value, other's value)].
+
+    Empty when both give the same training identity. Method options are named `methods.{method}.{option}`.
+    """
+    def flat(node, prefix=""):
+        if isinstance(node, Mapping):
+            return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: node}
+
+    def settings(c):
+        payload = _training_payload(c, method, seed)
+        payload[f"methods.{method}"] = payload.pop("options")
+        payload.pop("stage1")  # its inputs (data, the method's options) are named themselves
+        return flat(payload)
+
+    a, b = settings(cfg), settings(other)
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def sampling_identity(cfg, method: str, seed: int, snapshot: float | None = None) -> str:
+    """`snapshot`: samples of the weights saved at that fraction of the budget (train.snapshots), not the final ones."""
     options = _options(cfg, method)
     sample = {k: v for k, v in cfg.resolved["sample"].items() if k not in SAMPLE_KEYS_NOT_IN_IDENTITY}
-    return digest({
+    payload = {
         "stage": "sample", "train": training_identity(cfg, method, seed), "sample": sample,
         "grid_size": cfg.eval.grid_size,  # the sample job draws the grid
         "options": {k: options.get(k) for k in _method_class(method).sampling_options},
-    })
+    }
+    if snapshot is not None:  # absent for the final weights, so their identities stay what they were
+        payload["snapshot"] = float(snapshot)
+    return digest(payload)
 
 
 def refstats_identity(cfg) -> str:
@@ -86,9 +114,9 @@ def refstats_identity(cfg) -> str:
                    "extractor": EXTRACTOR, "extractor_tensors_sha256": EXTRACTOR_TENSORS_SHA256})
 
 
-def evaluation_identity(cfg, method: str, seed: int) -> str:
+def evaluation_identity(cfg, method: str, seed: int, snapshot: float | None = None) -> str:
     evaluation = {k: v for k, v in cfg.resolved["eval"].items() if k not in ("num_real", "grid_size")}
-    return digest({"stage": "evaluate", "sample": sampling_identity(cfg, method, seed), "eval": evaluation,
+    return digest({"stage": "evaluate", "sample": sampling_identity(cfg, method, seed, snapshot), "eval": evaluation,
                    "refstats": refstats_identity(cfg)})
 
 
@@ -102,7 +130,8 @@ def comparison_identity(cfg) -> str:
                    "eval": {k: v for k, v in cfg.resolved["eval"].items() if k not in ("num_real", "grid_size")}})
 
 
-def all_identities(cfg, method: str, seed: int) -> dict[str, str | None]:
+def all_identities(cfg, method: str, seed: int, snapshot: float | None = None) -> dict[str, str | None]:
     return {"stage1_id": stage1_identity(cfg, method, seed), "train_id": training_identity(cfg, method, seed),
-            "sample_id": sampling_identity(cfg, method, seed), "eval_id": evaluation_identity(cfg, method, seed),
+            "sample_id": sampling_identity(cfg, method, seed, snapshot),
+            "eval_id": evaluation_identity(cfg, method, seed, snapshot),
             "refstats_id": refstats_identity(cfg), "comparison_id": comparison_identity(cfg)}

@@ -61,6 +61,17 @@ def check_device_or_exit(cfg: ExperimentConfig) -> None:
         _exit(err)
 
 
+def check_models_or_exit(cfg: ExperimentConfig) -> None:
+    """For the Snakefile of an experiment that samples another one's models (sweep.models_from): they must exist and
+    have this config's training identity (pdm.sweep.check_models), or the workflow stops before any job."""
+    from pdm.sweep import check_models
+
+    try:
+        check_models(cfg)
+    except ConfigError as err:
+        _exit(err)
+
+
 def _exit(err: ValueError) -> NoReturn:
     print(f"pdm-bench: error: {err}", file=sys.stderr)
     raise SystemExit(2)

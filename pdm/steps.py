@@ -145,23 +145,34 @@ def _failed_samples(cfg: ExperimentConfig, train_record: dict, out_dir: Path, id
     return record
 
 
-def sample_step(cfg: ExperimentConfig, method: str, seed: int, model_dir: str | Path, out_dir: str | Path) -> dict:
+def sample_step(cfg: ExperimentConfig, method: str, seed: int, model_dir: str | Path, out_dir: str | Path,
+                snapshot: float | None = None) -> dict:
+    """Sample the final weights, or with `snapshot` the weights saved at that fraction of the budget
+    (model_dir/snapshots/{fraction}/, see pdm.sweep)."""
     from pdm.checkpoint import load_trained, read_train_record
+    from pdm.sweep import network_evaluations, read_snapshot, snapshot_dir
 
     out_dir = Path(out_dir)
     train_record = read_train_record(cfg, method, seed, model_dir)  # refused unless its training identity matches
-    ids = {"train_id": train_record["train_id"], "sample_id": sampling_identity(cfg, method, seed)}
+    ids = {"train_id": train_record["train_id"], "sample_id": sampling_identity(cfg, method, seed, snapshot)}
     if train_record.get("status", "ok") != "ok":
         return _failed_samples(cfg, train_record, out_dir, ids)
+    weights, snapshot_fields = None, {}
+    if snapshot is not None:
+        info = read_snapshot(cfg, method, seed, model_dir, snapshot)  # refused unless it is a snapshot of this run
+        weights = snapshot_dir(model_dir, snapshot)
+        snapshot_fields = {"snapshot_fraction": float(snapshot), "snapshot_step": info.get("step")}
     device = setup_job(cfg)
-    model, _ = load_trained(cfg, method, model_dir, device, seed=seed)
+    model, _ = load_trained(cfg, method, model_dir, device, seed=seed, weights=weights)
     s = cfg.sample
     work = out_dir / "chunks"
     images, seconds, reused = sample_chunks(model, cfg, sample_seeds(cfg), device, work, ids["sample_id"])
     save_images(out_dir / "samples.npz", images)
     save_grid(out_dir / "grid.png", images[: cfg.eval.grid_size])
     record = {**provenance(), "status": "ok", **ids,
-              "sampler": s.sampler, "sampling_steps": s.steps, "eta": s.eta, "num_samples": len(images),
+              "sampler": s.sampler, "sampling_steps": s.steps,
+              "nfe": network_evaluations(cfg, method, s.sampler, s.steps),
+              **snapshot_fields, "eta": s.eta, "num_samples": len(images),
               "sampling_seconds": seconds, "sampling_images_per_second": len(images) / max(seconds, 1e-9),
               "sampling_batch_size": s.batch_size, "sampling_device": device, "sampling_chunks_reused": reused,
               "sample_record": model.record(), "versions": versions()}
@@ -230,18 +241,24 @@ TRAIN_FIELDS = ("status", "failure", "failed_step", "failed_term", "steps_done",
                 "images_seen", "device", "num_processes", "mixed_precision", "stage1_seconds", "train_seconds",
                 "train_images_per_second", "device_hours", "parameters_total", "parameters_sampling",
                 "peak_memory_bytes", "peak_memory_kind", "config_hash")
-SAMPLE_FIELDS = ("sampler", "sampling_steps", "eta", "num_samples", "sampling_seconds", "sampling_images_per_second",
+SAMPLE_FIELDS = ("sampler", "sampling_steps", "nfe", "eta", "num_samples", "sampling_seconds", "sampling_images_per_second",
                  "sampling_batch_size", "sampling_device")
 
 
+SNAPSHOT_FIELDS = ("snapshot_fraction", "snapshot_step")
+
+
 def evaluate_step(cfg: ExperimentConfig, method: str, seed: int, model_dir: str | Path, samples_dir: str | Path,
-                  refstats: str | Path, out_path: str | Path) -> dict:
-    """One flat result record: identities, scores, costs, storage, and what the method did differently."""
+                  refstats: str | Path, out_path: str | Path, snapshot: float | None = None) -> dict:
+    """One flat result record: identities, scores, costs, storage, and what the method did differently.
+
+    `snapshot`: the samples are of the weights saved at that fraction of the budget (see sample_step).
+    """
     from pdm.checkpoint import read_train_record
     from pdm.metrics import score_samples
 
     out_path = Path(out_path)
-    ids = all_identities(cfg, method, seed)
+    ids = all_identities(cfg, method, seed, snapshot)
     train_record = read_train_record(cfg, method, seed, model_dir)
     sample_record = read_json(Path(samples_dir) / "sample.json")
     if sample_record.get("sample_id") != ids["sample_id"]:
@@ -255,6 +272,7 @@ def evaluate_step(cfg: ExperimentConfig, method: str, seed: int, model_dir: str 
         **{k: train_record.get(k) for k in TRAIN_FIELDS},
         **{k: v for k, v in train_record["method_record"].items() if not isinstance(v, (list, dict))},
         **{k: sample_record.get(k) for k in SAMPLE_FIELDS},
+        **{k: sample_record[k] for k in SNAPSHOT_FIELDS if k in sample_record},
         "train_versions": train_record.get("versions"),
     }
     if train_record.get("status", "ok") == "ok":

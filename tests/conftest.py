@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,21 @@ def isolated_inception_cache(tmp_path_factory):
         path = inception.converted_weights_path()
         print(f"\nconverted weights in {time.perf_counter() - started:.1f} s -> {path}")
         yield root
+
+
+def snakemake(workdir: Path, *extra: str, configfile=REPO / "config" / "ci.yaml", timeout=900) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+               "--cores", "2", *extra]
+    if configfile is not None:
+        command[command.index("--cores"):command.index("--cores")] = ["--configfile", str(configfile)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def ci_run(tmp_path_factory) -> Path:
+    """One complete run of config/ci.yaml through the real workflow, shared by the workflow and sweep tests."""
+    workdir = tmp_path_factory.mktemp("ci-workflow")
+    run = snakemake(workdir)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return workdir

@@ -1,6 +1,6 @@
 """The tiny config (config/ci.yaml) through the real Snakemake workflow, in temporary directories.
 
-One complete run is shared by the tests of this module: the end-to-end checks, the re-run transcript (a config edit
+One complete run (conftest's `ci_run`, shared with tests/test_sweep.py) is used by the tests of this module: the end-to-end checks, the re-run transcript (a config edit
 re-runs exactly the jobs whose identity it changes) and the kill test (a killed workflow, re-run, gives the same
 tables).
 """
@@ -18,18 +18,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPO
+from conftest import REPO, snakemake  # ci_run: one ci run per session (conftest)
 
 pytestmark = pytest.mark.workflow
-
-
-def snakemake(workdir: Path, *extra: str, configfile=REPO / "config" / "ci.yaml", timeout=900) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--cores", "2", *extra]
-    if configfile is not None:
-        command[command.index("--cores"):command.index("--cores")] = ["--configfile", str(configfile)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def planned_jobs(run: subprocess.CompletedProcess) -> dict[str, int]:
@@ -46,14 +37,6 @@ def planned_seeds(run: subprocess.CompletedProcess, rule: str) -> set[str]:
     text = run.stdout + run.stderr
     blocks = re.findall(rf"^rule {rule}:\n(.*?)(?:\n\n|\Z)", text, re.M | re.S)
     return {seed for block in blocks for seed in re.findall(r"seed=(\d+)", block)}
-
-
-@pytest.fixture(scope="module")
-def ci_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("ci-workflow")
-    run = snakemake(workdir)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return workdir
 
 
 def test_ci_workflow_end_to_end(ci_run):

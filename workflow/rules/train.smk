@@ -29,6 +29,9 @@ rule train:
     output:
         record=f"{R}/models/{{method}}/seed{{seed}}/train.json",
         weights=directory(f"{R}/models/{{method}}/seed{{seed}}/weights"),
+        # train.snapshots: the weights at those fractions of the budget, same layout + snapshot.json (pdm.sweep)
+        snapshots=[directory(f"{R}/models/{{method}}/seed{{seed}}/snapshots/{snapshot_name(f)}")
+                   for f in CFG.train.snapshots],
     params:
         identity=lambda wc: training_identity(CFG, wc.method, int(wc.seed)),
     log:

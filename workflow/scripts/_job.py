@@ -20,3 +20,14 @@ def job(snakemake):
         except EXPECTED as err:
             print(f"error: {err}", file=log)
             sys.exit(1)
+
+
+def point(cfg, wildcards):
+    """The config and snapshot of one job: a sweep point ({sampler}, {steps}) samples with that sampler and step
+    count, a training-curve point ({fraction}) the snapshot's weights (None: the final weights); else unchanged."""
+    from pdm.sweep import FINAL
+
+    if hasattr(wildcards, "sampler"):
+        cfg = cfg.with_sampling(wildcards.sampler, int(wildcards.steps))
+    fraction = getattr(wildcards, "fraction", FINAL)
+    return cfg, None if fraction == FINAL else float(fraction)
