@@ -59,6 +59,7 @@ wildcard_constraints:
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/common.smk"
 include: "workflow/rules/curves.smk"
 
 

@@ -19,23 +19,6 @@ wildcard_constraints:
     fraction=r"0\.\d+|1\.0",
 
 
-def _model(wc, key):
-    return {key: f"{MODELS}/{wc.method}/seed{wc.seed}/train.json", "weights": f"{MODELS}/{wc.method}/seed{wc.seed}/weights"}
-
-
-def _snapshot_weights(wc):
-    model = f"{MODELS}/{wc.method}/seed{wc.seed}"
-    return f"{model}/weights" if wc.fraction == FINAL else f"{model}/snapshots/{wc.fraction}"
-
-
-def _point_cfg(wc):
-    return CFG.with_sampling(wc.sampler, int(wc.steps))
-
-
-def _snapshot(wc):
-    return None if wc.fraction == FINAL else float(wc.fraction)
-
-
 # --- FID against NFE: every (sampler, steps) of `sweep:` for every swept method and seed -------------------------
 rule sample_sweep:
     input:
@@ -145,19 +128,6 @@ rule evaluate_snapshot:
         "../../environment.yml"
     script:
         "../scripts/evaluate.py"
-
-
-def _curve_records(_):
-    """The snapshots' records; the final weights' is the main evaluation's when this experiment made it."""
-    records = []
-    for method in CURVE_METHODS:
-        for seed in SEEDS:
-            for fraction in FRACTIONS:
-                if fraction == FINAL and CFG.trains:
-                    records.append(f"{R}/metrics/{method}/seed{seed}.json")
-                else:
-                    records.append(f"{R}/curve/metrics/{method}/seed{seed}/{fraction}.json")
-    return records
 
 
 rule training_curve:
