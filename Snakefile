@@ -5,6 +5,7 @@
 #   snakemake --workflow-profile profiles/slurm --configfile config/paper/cifar10.yaml   # on a SLURM cluster
 # profiles/default (keep going, rerun incomplete jobs, one GPU job at a time) is used unless another is named.
 # Results land in results/{experiment}/ (see results/README.md).
+from pdm.checkpoint import snapshot_name
 from pdm.config import coerce_overrides
 from pdm.identity import (
     evaluation_identity,
@@ -35,6 +36,7 @@ EXP = CFG.experiment
 METHODS = list(CFG.methods)
 SEEDS = list(CFG.seeds)
 STAGE1_METHODS = [m for m in METHODS if get_method_class(m).has_stage1]
+SNAPSHOTS = [snapshot_name(f) for f in CFG.train.snapshots]  # models/{method}/seed{seed}/snapshots/{name}/
 R = f"results/{EXP}"
 REFSTATS = f"{R}/refstats/{CFG.data.dataset}{CFG.data.resolution}_inception_{refstats_identity(CFG)}.npz"
 # GPU jobs declare one GPU (profiles cap how many run at once): `device: cuda`, or `auto` where this machine has one.
