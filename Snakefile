@@ -18,7 +18,8 @@ from pdm.identity import (
 )
 from pdm.methods.registry import get_method_class
 from pdm.preflight import check_device_or_exit, check_models_or_exit, preflight_or_exit
-from pdm.sweep import FINAL, curve_fractions, snapshot_name
+from pdm.checkpoint import snapshot_name
+from pdm.sweep import FINAL, curve_fractions
 
 if not workflow.overwrite_configfiles:  # no --configfile: --config key=value overrides merge onto the default
     configfile: f"{workflow.basedir}/config/default.yaml"  # beside this Snakefile, also under --directory
@@ -47,6 +48,7 @@ if not CFG.trains:  # sweep.models_from: another experiment's models are plain i
 METHODS = list(CFG.methods)
 SEEDS = list(CFG.seeds)
 STAGE1_METHODS = [m for m in METHODS if get_method_class(m).has_stage1]
+SNAPSHOTS = [snapshot_name(f) for f in CFG.train.snapshots]  # models/{method}/seed{seed}/snapshots/{name}/
 R = f"results/{EXP}"
 REFSTATS = f"{R}/refstats/{CFG.data.dataset}{CFG.data.resolution}_inception_{refstats_identity(CFG)}.npz"
 # GPU jobs declare one GPU (profiles cap how many run at once): `device: cuda`, or `auto` where this machine has one.

@@ -3,6 +3,8 @@
     {model_dir}/weights/{component}.safetensors   final weights (EMA weights where EMA is on), one file per component
     {model_dir}/train.json                        identities, config, method record, costs, status
     {model_dir}/checkpoint/                       resumable state while training runs (removed when training ends)
+    {model_dir}/snapshots/{fraction}/             weights at a fraction of the planned steps (train.snapshots), in
+                                                  the format of weights/, plus snapshot.json
 """
 
 from __future__ import annotations
@@ -18,6 +20,40 @@ from pdm.io import atomic_path, read_json
 
 def weights_dir(model_dir: str | Path) -> Path:
     return Path(model_dir) / "weights"
+
+
+def snapshot_name(fraction: float) -> str:
+    """The folder name of a snapshot: the fraction as Python writes it (0.25, 0.1), distinct for distinct fractions."""
+    return repr(float(fraction))
+
+
+def snapshot_dir(model_dir: str | Path, fraction: float) -> Path:
+    return Path(model_dir) / "snapshots" / snapshot_name(fraction)
+
+
+def read_snapshot(model_dir: str | Path, fraction: float) -> dict | None:
+    """snapshot.json of one snapshot, or None where there is none (or it cannot be read)."""
+    try:
+        return read_json(snapshot_dir(model_dir, fraction) / "snapshot.json")
+    except (OSError, ValueError):
+        return None
+
+
+def write_snapshot(method, directory: Path, info: dict, with_weights: bool = True) -> dict:
+    """One snapshot folder, written beside and then swapped in, so a kill never leaves half a snapshot:
+    the components as in weights/ (unless with_weights is False: a marker for a snapshot training never reached),
+    then snapshot.json (info + component_bytes). Returns the snapshot.json content."""
+    from pdm.io import write_json
+
+    directory = Path(directory)
+    staging = directory.with_name(f".{directory.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    record = {**info, "component_bytes": save_components(method, staging) if with_weights else {}}
+    write_json(staging / "snapshot.json", record)
+    shutil.rmtree(directory, ignore_errors=True)
+    staging.rename(directory)
+    return record
 
 
 def save_components(method, directory: Path) -> dict[str, int]:

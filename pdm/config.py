@@ -67,7 +67,11 @@ class DiffusionConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    budget: str  # steps | flops | seconds: what every method of the experiment gets the same amount of
     steps: int
+    flops: float | None
+    seconds: float | None
+    snapshots: tuple[float, ...]
     batch_size: int
     lr: float
     lr_schedule: str
@@ -283,6 +287,25 @@ def resolve_config(raw: Mapping[str, Any]) -> ExperimentConfig:
     return cfg
 
 
+def _check_budget(tc: "TrainConfig") -> None:
+    """The budget mode's own value is required, the other modes' values are refused (never silently ignored).
+
+    train.steps always has a value (a schema default) and only counts in steps mode. In the flops and seconds modes
+    the steps a method gets are known when its training starts; the trainer checks warmup_steps against them there.
+    """
+    needed = {"flops": "flops", "seconds": "seconds"}.get(tc.budget)
+    if needed and getattr(tc, needed) is None:
+        example = "1.0e12" if needed == "flops" else "600"
+        raise ConfigError(f"train.{needed} is required with train.budget: {tc.budget} (the {needed} every method of "
+                          f"the experiment may spend); set it, e.g. train.{needed}: {example}, or use train.budget: steps")
+    for key in ("flops", "seconds"):
+        if key != needed and getattr(tc, key) is not None:
+            raise ConfigError(f"train.{key} is set but train.budget is '{tc.budget}', so it would be ignored; set "
+                              f"train.budget: {key}, or remove train.{key}")
+    if tc.budget == "steps" and tc.warmup_steps > tc.steps:
+        raise ConfigError(f"train.warmup_steps={tc.warmup_steps} exceeds the budget train.steps={tc.steps}")
+
+
 BOOTSTRAP_KERNEL_LIMIT_BYTES = 4 * 2**30  # KID's kernel matrices for the bootstrap, float64
 
 
@@ -388,7 +411,18 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{where}: {hints} (allowed keys: {', '.join(known)})"
     if error.validator == "required":
         return f"{where}: {error.message}; add it (see config/default.yaml)"
+    if error.validator == "type" and isinstance(error.instance, str) and _is_float_text(error.instance):
+        return (f"{where}: {error.message}; YAML reads {error.instance} as text: write the exponent with its sign "
+                f"(e.g. 6.0e+10) or as a plain number")
     return f"{where}: {error.message}"
+
+
+def _is_float_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _suggest(word: str, choices) -> str:
@@ -448,8 +482,7 @@ def _check_rules(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"data.resolution={cfg.data.resolution} must be divisible by 2**{levels - 1} (one halving per level)")
     if len(set(cfg.seeds)) != len(cfg.seeds):
         raise ConfigError(f"seeds: {list(cfg.seeds)} has repeats; list each seed once")
-    if cfg.train.warmup_steps > cfg.train.steps:
-        raise ConfigError(f"train.warmup_steps={cfg.train.warmup_steps} exceeds the budget train.steps={cfg.train.steps}")
+    _check_budget(cfg.train)
     _check_bootstrap_size(cfg)
     _check_sweep(cfg)
     from pdm.methods.registry import get_method_class

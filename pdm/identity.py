@@ -11,8 +11,9 @@ The workflow hands them to Snakemake as `params:`, so a config edit re-runs exac
 recomputes the reference statistics and re-scores; `train.lr` retrains everything downstream). Every output records
 its identity and every consumer checks it, so a stale file is refused with a message instead of mixed in.
 
-Left out on purpose, because they do not change the result: logging and checkpoint intervals, the fractions at which
-training snapshots are saved (train.snapshots: the final weights do not depend on them), the sampling batch size (each image depends on its seed alone), the experiment name (it is the folder), threads and the device
+The training budget enters as its mode and the value that mode spends (train.steps, train.flops or train.seconds).
+Left out on purpose, because they do not change the result: logging and checkpoint intervals, training snapshots, the sampling batch
+size (each image depends on its seed alone), the experiment name (it is the folder), threads and the device
 (recorded in every row; floating-point results differ across devices and CPU types, see README).
 """
 
@@ -24,7 +25,8 @@ import json
 from typing import Any, Mapping
 
 IDENTITY_VERSION = 1  # bump when what an identity covers changes, so old outputs are recomputed, never reused
-TRAIN_KEYS_NOT_IN_IDENTITY = ("log_every", "checkpoint_every", "snapshots")
+TRAIN_KEYS_NOT_IN_IDENTITY = ("log_every", "checkpoint_every", "snapshots")  # snapshots never change the final weights
+BUDGET_VALUES = {"steps": "steps", "flops": "flops", "seconds": "seconds"}  # budget mode -> the train key it spends
 SAMPLE_KEYS_NOT_IN_IDENTITY = ("batch_size",)
 EXTRACTOR = "inception-v3-fid-2015-12-05"
 
@@ -55,10 +57,27 @@ def stage1_identity(cfg, method: str, seed: int) -> str | None:
                    "options": {k: options.get(k) for k in keys}})
 
 
+def train_settings(cfg) -> dict:
+    """The train settings an identity covers: the budget mode with the one value it spends, and the optimiser.
+
+    In steps mode the dict is exactly what it was before budgets had modes (no `budget`, `flops` or `seconds` key),
+    so existing results keep their identities; in the flops and seconds modes `budget` and its value replace `steps`
+    (unused there, so editing it retrains nothing).
+    """
+    train = {k: v for k, v in cfg.resolved["train"].items() if k not in TRAIN_KEYS_NOT_IN_IDENTITY}
+    mode = train.pop("budget", "steps")
+    values = {key: train.pop(key, None) for key in BUDGET_VALUES.values()}
+    if mode == "steps":
+        train["steps"] = values["steps"]
+    else:
+        train.update(budget=mode, **{BUDGET_VALUES[mode]: values[BUDGET_VALUES[mode]]})
+    return train
+
+
 def _training_payload(cfg, method: str, seed: int) -> dict:
     options = _options(cfg, method)
     sampling_only = set(_method_class(method).sampling_options)
-    train = {k: v for k, v in cfg.resolved["train"].items() if k not in TRAIN_KEYS_NOT_IN_IDENTITY}
+    train = train_settings(cfg)
     return {
         "stage": "train", "method": method, "seed": int(seed),
         "data": cfg.resolved["data"], "model": cfg.resolved["model"],
@@ -123,7 +142,7 @@ def evaluation_identity(cfg, method: str, seed: int, snapshot: float | None = No
 def comparison_identity(cfg) -> str:
     """What every row of one table must share to be a fair comparison: data, backbone, budget, sampler, evaluation."""
     sample = {k: v for k, v in cfg.resolved["sample"].items() if k not in SAMPLE_KEYS_NOT_IN_IDENTITY}
-    train = {k: v for k, v in cfg.resolved["train"].items() if k not in TRAIN_KEYS_NOT_IN_IDENTITY}
+    train = train_settings(cfg)
     return digest({"stage": "comparison", "data": cfg.resolved["data"], "model": cfg.resolved["model"],
                    "diffusion": cfg.resolved["diffusion"], "train": train, "sample": sample,
                    "refstats": refstats_identity(cfg),

@@ -33,6 +33,10 @@ DEFAULT_REFERENCE, DEFAULT_CONFIDENCE = "ddpm", 0.95  # as in pdm/config.schema.
 EFFICIENCY_COLUMNS = {
     "method": "method",
     "seed": "seed",
+    "steps_done": "steps",
+    "gflop_per_step": "GFLOP/step",
+    "train_tflop": "train TFLOP",
+    "stage1_tflop": "stage-1 TFLOP",
     "parameters_sampling": "params",
     "weights_mib": "weights MiB",
     "prototype_bank_kib": "prototype bank KiB",
@@ -49,10 +53,10 @@ EFFICIENCY_COLUMNS = {
 STAGE1_TABLES = {
     "autoencoder": ("ldm", {"method": "method", "seed": "seed", "rfid": "rFID", "rclean_fid": "clean-rFID", "psnr": "PSNR dB",
                             "downsample_factor": "f", "latent_channels": "latent ch", "scale_factor": "scale",
-                            "holdout_images": "held-out images", "seconds": "stage-1 s"}),
+                            "holdout_images": "held-out images", "seconds": "stage-1 s", "stage1_flops": "stage-1 FLOPs"}),
     "retrieval": ("rdm", {"method": "method", "seed": "seed", "encoder": "encoder", "database_size": "database",
                           "embedding_dim": "dim", "index": "index", "k": "k", "embed_seconds": "embed s",
-                          "index_seconds": "index s", "seconds": "stage-1 s"}),
+                          "index_seconds": "index s", "seconds": "stage-1 s", "stage1_flops": "stage-1 FLOPs"}),
 }
 
 
@@ -98,6 +102,10 @@ def load_records(paths) -> pd.DataFrame:
                                 ("training_only", "mib", 2**20), ("external_memory", "mib", 2**20), ("peak_memory", "mib", 2**20)):
         if f"{column}_bytes" in frame:
             frame[f"{column}_{unit}"] = frame[f"{column}_bytes"] / scale
+    for source, column, scale in (("flops_per_step", "gflop_per_step", 1e9), ("train_flops", "train_tflop", 1e12),
+                                  ("stage1_flops", "stage1_tflop", 1e12)):
+        if source in frame:
+            frame[column] = pd.to_numeric(frame[source], errors="coerce") / scale
     order = {m: i for i, m in enumerate(dict.fromkeys(frame["method"]))}  # the config's order, learnt from the records
     return frame.sort_values(["method", "seed"], key=lambda c: c.map(order) if c.name == "method" else c)
 
@@ -295,6 +303,22 @@ def interval_note(frame: pd.DataFrame, delta_label: str | None, reference_method
 
 
 
+def budget_note(frame: pd.DataFrame) -> str:
+    """What every method was given (the budget is part of the comparison identity, so one per table) and what the
+    FLOP columns count."""
+    if "budget" not in frame or frame["budget"].dropna().empty:
+        return "Budget: train.steps (records without budget fields)."
+    mode, value = frame["budget"].dropna().iloc[0], frame["budget_value"].dropna().iloc[0]
+    given = {"steps": f"{_fmt(value)} optimiser steps per run",
+             "flops": f"{float(value):.4g} training FLOPs per run; steps = floor(budget / FLOPs per step)",
+             "seconds": f"{_fmt(value)} training seconds per run, steps = floor(budget / seconds per step timed on "
+                        "this machine (not reproducible across machines or runs))"}[mode]
+    return (f"Budget ({mode}), the same for every method: {given}. FLOPs are torch.utils.flop_counter's (matmuls, "
+            "convolutions, attention; 2 per multiply-add; forward + backward) on one real training step, f_phi and "
+            "per-step stage-1 encoders included; train TFLOP = steps x FLOPs per step; stage-1 TFLOP = the stage-1 job's "
+            "torch ops (LDM's rFID measurement and FAISS not counted), beside, not in, the budget.")
+
+
 def stage1_tables(stage1_paths, tables_dir: Path) -> list[str]:
     """Tables of the stage-1 records (LDM's autoencoder, RDM's database); returns the names written."""
     records = [read_json(p) for p in stage1_paths]
@@ -337,8 +361,9 @@ def report(record_paths, tables_dir, plots_dir, grids=(), stage1_paths=(), refer
     note = f"{interval_note(frame, delta_label, reference_method, confidence)} {extractor} {is_note}{failures}"
     write_table(table, tables_dir / "main", note.strip(), markdown=main_markdown(table, delta_label, note.strip()))
     write_table(summarise(frame, EFFICIENCY_COLUMNS), tables_dir / "efficiency",
-                "Storage is measured from the files on disk (MiB = 2^20 bytes). Weights = what generation loads (LDM: "
-                "U-Net + decoder); training-only = f_phi; external memory = RDM's database + index + encoder weights.")
+                f"{budget_note(frame)} Storage is measured from the files on disk (MiB = 2^20 bytes). Weights = what "
+                "generation loads (LDM: U-Net + decoder); training-only = f_phi; external memory = RDM's database + "
+                "index + encoder weights.")
     stage1_tables(stage1_paths, tables_dir)
     plot_all(frame, plots_dir, grids)
     return frame

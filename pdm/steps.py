@@ -71,11 +71,17 @@ def stage1_step(cfg: ExperimentConfig, method: str, seed: int, out_dir: str | Pa
     method_class = get_method_class(method)
     if not method_class.has_stage1:
         raise ValueError(f"method '{method}' has no stage 1; only methods with one (e.g. ldm, rdm) need this step")
+    from pdm.flops import Stage1FlopCounter
+
     setup_job(cfg)
     torch.manual_seed(seed)
-    record = method_class.run_stage1(cfg, seed, Path(out_dir))
+    # Stage-1 FLOPs, reported beside the training FLOPs: every torch op of the job (training and, e.g., LDM's scale
+    # factor or RDM's embeddings), measurements in pdm.metrics left out; FAISS work is not torch and is not counted.
+    # Outputs are bitwise those of an uncounted run; the counting slows the job (~1.2x on CPU, see results/README).
+    with Stage1FlopCounter() as counter:
+        record = method_class.run_stage1(cfg, seed, Path(out_dir))
     record = {**provenance(), "method": method, "seed": seed, "stage1_id": stage1_identity(cfg, method, seed),
-              "config_hash": cfg.hash, **record, "versions": versions()}
+              "config_hash": cfg.hash, **record, "stage1_flops": int(counter.get_total_flops()), "versions": versions()}
     write_json(Path(out_dir) / "stage1.json", record)
     return record
 
@@ -237,7 +243,9 @@ def storage(model_dir: Path, train_record: dict) -> dict:
     }
 
 
-TRAIN_FIELDS = ("status", "failure", "failed_step", "failed_term", "steps_done", "stop_reason", "batch_size",
+TRAIN_FIELDS = ("status", "failure", "failed_step", "failed_term", "budget", "budget_value", "steps_planned",
+                "steps_done", "flops_per_step", "train_flops", "stage1_flops", "seconds_per_step_estimate",
+                "stop_reason", "batch_size",
                 "images_seen", "device", "num_processes", "mixed_precision", "stage1_seconds", "train_seconds",
                 "train_images_per_second", "device_hours", "parameters_total", "parameters_sampling",
                 "peak_memory_bytes", "peak_memory_kind", "config_hash")

@@ -16,19 +16,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pdm.checkpoint import snapshot_dir, snapshot_name
 from pdm.config import ConfigError, ExperimentConfig
 from pdm.io import read_json
 
 FINAL = "1.0"  # the fraction wildcard of the final weights (weights/) on the training curve
-
-
-def snapshot_name(fraction: float) -> str:
-    """Folder name of the snapshot at `fraction` of the budget: Python's shortest round-trip repr (0.25 -> '0.25')."""
-    return repr(float(fraction))
-
-
-def snapshot_dir(model_dir: str | Path, fraction: float) -> Path:
-    return Path(model_dir) / "snapshots" / snapshot_name(fraction)
 
 
 def curve_fractions(cfg: ExperimentConfig) -> list[str]:

@@ -2,7 +2,10 @@
 
 A method only supplies `loss` (through `forward`); it never owns a loop, so every method of an experiment gets the
 same batches in the same order, the same AdamW + warm-up + cosine schedule, the same clip and EMA, and the same
-budget in optimiser steps. Multi-GPU runs go through accelerate (`accelerate launch -m pdm.cli train ...`): each
+budget (train.budget): the same optimiser steps, or the same training FLOPs, or the same training seconds. In the
+flops and seconds modes each method runs the steps its budget allows (pdm.flops) and its LR schedule is laid out for
+that number of steps. Snapshots (train.snapshots) save the weights at fractions of the planned steps without
+changing the training. Multi-GPU runs go through accelerate (`accelerate launch -m pdm.cli train ...`): each
 process takes its share of every global batch, so the global batch and data order do not change.
 
 Health: a NaN or Inf in any loss term or in the gradients stops training at that step, naming the step and the term;
@@ -13,6 +16,7 @@ its reason instead of silently disappearing.
 from __future__ import annotations
 
 import logging
+import math
 import resource
 import shutil
 import sys
@@ -25,9 +29,19 @@ from diffusers.optimization import get_constant_schedule_with_warmup, get_cosine
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from pdm.checkpoint import load_stage1, load_training_state, save_components, save_training_state, weights_dir
+from pdm.checkpoint import (
+    load_stage1,
+    load_training_state,
+    read_snapshot,
+    save_components,
+    save_training_state,
+    snapshot_dir,
+    weights_dir,
+    write_snapshot,
+)
 from pdm.config import ExperimentConfig
 from pdm.data import BatchStream, load_dataset
+from pdm.flops import preserved_state, steps_for_budget, training_step_flops
 from pdm.identity import stage1_identity, training_identity
 from pdm.io import write_json
 from pdm.methods.base import DataInfo
@@ -36,6 +50,8 @@ from pdm.runtime import provenance, resolve_device, setup_job, versions
 
 __all__ = ["TrainingDiverged", "load_stage1", "resolve_device", "step_generator", "train", "versions"]
 log = logging.getLogger("pdm.trainer")
+# budget: seconds times this many real steps (after the untimed warm-up ones) on a throwaway optimiser and EMA
+PROBE_WARMUP_STEPS, PROBE_TIMED_STEPS = 2, 8
 
 
 class TrainingDiverged(RuntimeError):
@@ -110,25 +126,140 @@ class _Run:
         self.stage1 = load_stage1(self.method, self.stage1_dir)  # frozen; its time counts in this method's cost
         self.method.to(self.accelerator.device)
         self.trainable = [p for p in self.method.parameters() if p.requires_grad]  # stage-1 networks stay frozen
+        self.stream = BatchStream(self.dataset, tc.batch_size, self.seed, hflip=cfg.data.hflip)
+        # FLOPs of one real training step: step 0's whole (global) batch through the method's loss, forward and
+        # backward; shapes alone decide it, so every process, machine and resumed attempt gets the same number
+        x0, labels, index = self.stream.batch(0)
+        device = self.accelerator.device
+        self.flops_per_step = training_step_flops(
+            self.method, (x0.to(device), labels.to(device) if labels is not None else None, index.to(device)))
         self.optimizer = torch.optim.AdamW(self.trainable, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
-        if tc.lr_schedule == "cosine":
-            self.lr_schedule = get_cosine_schedule_with_warmup(self.optimizer, tc.warmup_steps, tc.steps)
-        else:
-            self.lr_schedule = get_constant_schedule_with_warmup(self.optimizer, tc.warmup_steps)
         self.ema = EMAModel(self.trainable, decay=tc.ema_decay) if tc.ema_decay is not None else None
         self.model, self.optimizer = self.accelerator.prepare(self.method, self.optimizer)
 
-    def _resume(self) -> tuple[int, float]:
+    def _load_checkpoint(self):
+        """The checkpoint's (model state, optimiser/EMA/schedule state, progress), refused when it belongs to another
+        training identity; None when there is none."""
         state = load_training_state(self.checkpoint_dir, self.accelerator.device)
         if state is None:
-            return 0, 0.0
-        model_state, rest, progress = state
+            return None
+        progress = state[2]
         if progress.get("train_id") != self.train_id:
             raise ValueError(
                 f"{self.checkpoint_dir} belongs to training identity {progress.get('train_id')}, not {self.train_id} "
                 "(the data, model, diffusion, train settings, method options or seed differ); delete that folder to "
                 "start over, or use the config it was made with"
             )
+        return state
+
+    # --- the budget: steps planned, LR schedule, snapshot steps ---------------------------------------------------
+    def _plan(self, progress: dict | None) -> None:
+        """The steps this method gets under the budget, and the LR schedule laid out for exactly that many.
+
+        A resumed run keeps the plan its checkpoint recorded (in seconds mode, the timing it was made with), so the
+        schedule and the step count never change mid-run.
+        """
+        tc = self.cfg.train
+        self.seconds_per_step, self.probe_seconds = None, None
+        if progress is not None and "steps_planned" in progress:
+            self.steps_planned = int(progress["steps_planned"])
+            self.seconds_per_step = progress.get("seconds_per_step_estimate")
+            self.probe_seconds = progress.get("budget_probe_seconds")
+            if progress.get("flops_per_step") not in (None, self.flops_per_step):
+                log.warning("FLOPs per step counted now (%d) differ from the checkpoint's (%d); keeping its plan of "
+                            "%d steps", self.flops_per_step, progress["flops_per_step"], self.steps_planned)
+        else:
+            if tc.budget == "seconds":
+                self.seconds_per_step, self.probe_seconds = self._time_steps()
+            self.steps_planned = steps_for_budget(tc, self.flops_per_step, self.seconds_per_step, self.method_name)
+        if tc.warmup_steps > self.steps_planned:  # steps mode: also refused by the config check
+            raise ValueError(f"train.warmup_steps={tc.warmup_steps} exceeds the {self.steps_planned} steps "
+                             f"{self.method_name} gets; lower train.warmup_steps or raise the budget")
+        if tc.lr_schedule == "cosine":
+            self.lr_schedule = get_cosine_schedule_with_warmup(self.optimizer, tc.warmup_steps, self.steps_planned)
+        else:
+            self.lr_schedule = get_constant_schedule_with_warmup(self.optimizer, tc.warmup_steps)
+        # snapshot steps: the nearest step to fraction x planned steps (halves up), at least 1
+        self.snapshot_steps = {f: min(self.steps_planned, max(1, math.floor(f * self.steps_planned + 0.5)))
+                               for f in tc.snapshots}
+        per_step = f", {self.seconds_per_step:.4g} s per step measured" if self.seconds_per_step else ""
+        log.info("budget %s: %d steps planned (%.4g FLOPs per step%s)", tc.budget, self.steps_planned,
+                 self.flops_per_step, per_step)
+
+    def _time_steps(self) -> tuple[float, float]:
+        """budget: seconds: seconds per training step on this machine, and what measuring them took.
+
+        Runs PROBE_WARMUP_STEPS untimed then PROBE_TIMED_STEPS timed real steps (steps 0.. of the data order) with a
+        throwaway AdamW and EMA, inside preserved_state: the weights, buffers and RNGs are put back bitwise after, so
+        the training that follows is exactly the one steps mode would run for the same number of steps. The probe's
+        time is recorded (budget_probe_seconds), never counted in train_seconds. With several processes, process 0's
+        timing is used by all.
+        """
+        tc, accelerator = self.cfg.train, self.accelerator
+        started = time.perf_counter()
+        with preserved_state(self.method):
+            optimizer = torch.optim.AdamW(self.trainable, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+            ema = EMAModel(self.trainable, decay=tc.ema_decay) if tc.ema_decay is not None else None
+            self.model.train()
+            for step in range(PROBE_WARMUP_STEPS + PROBE_TIMED_STEPS):
+                if step == PROBE_WARMUP_STEPS:
+                    self._synchronize()
+                    timed = time.perf_counter()
+                self._step(step, optimizer, ema, probe=True)
+            self._synchronize()
+            per_step = (time.perf_counter() - timed) / PROBE_TIMED_STEPS
+            del optimizer, ema
+        if self.world > 1:
+            from accelerate.utils import broadcast
+
+            per_step = float(broadcast(torch.tensor([per_step], device=accelerator.device), from_process=0)[0])
+        return per_step, time.perf_counter() - started
+
+    def _synchronize(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    # --- snapshots ---------------------------------------------------------------------------------------------
+    def _snapshot_done(self, fraction: float) -> bool:
+        info = read_snapshot(self.model_dir, fraction)
+        return bool(info) and info.get("status") == "ok" and info.get("train_id") == self.train_id \
+            and info.get("step") == self.snapshot_steps[fraction]
+
+    def _save_snapshots(self, step: int, train_seconds: float) -> None:
+        """The weights generation would use (EMA where on, after `finalize`, as weights/) at this step, for every
+        fraction due now; the training state is put back bitwise (preserved_state), so the run goes on unchanged."""
+        due = [f for f, s in self.snapshot_steps.items() if s == step]
+        if not due or not self.accelerator.is_main_process:
+            return
+        with preserved_state(self.method):
+            if self.ema is not None:
+                self.ema.copy_to(self.trainable)
+            self.method.finalize(self.dataset)
+            for fraction in due:
+                write_snapshot(self.method, snapshot_dir(self.model_dir, fraction), {
+                    "status": "ok", "method": self.method_name, "seed": self.seed, "train_id": self.train_id,
+                    "fraction": fraction, "step": step, "steps_planned": self.steps_planned,
+                    "weights": "ema" if self.ema is not None else "current",
+                    "images_seen": step * self.cfg.train.batch_size, "train_flops": step * self.flops_per_step,
+                    "train_seconds": train_seconds})
+                log.info("snapshot %s at step %d", fraction, step)
+
+    def _mark_unreached_snapshots(self, reason: str) -> None:
+        """A snapshot.json (status not_reached, no weights) for every snapshot training stopped before (max_seconds,
+        divergence), so the workflow's declared outputs exist and say why they hold no weights."""
+        if not self.accelerator.is_main_process:
+            return
+        for fraction, step in self.snapshot_steps.items():
+            if not self._snapshot_done(fraction):
+                write_snapshot(self.method, snapshot_dir(self.model_dir, fraction), {
+                    "status": "not_reached", "reason": reason, "method": self.method_name, "seed": self.seed,
+                    "train_id": self.train_id, "fraction": fraction, "step": step,
+                    "steps_planned": self.steps_planned}, with_weights=False)
+
+    def _restore(self, state) -> tuple[int, float]:
+        if state is None:
+            return 0, 0.0
+        model_state, rest, progress = state
         self.method.load_state_dict(model_state)
         self.optimizer.load_state_dict(rest["optimizer"])
         if self.ema is not None:
@@ -157,36 +288,47 @@ class _Run:
                          if p.grad is not None and not bool(torch.isfinite(p.grad).all())), "some parameter")
             raise TrainingDiverged(self.method_name, step, f"the gradient of {name}", float(norm))
 
+    def _step(self, step: int, optimizer, ema, probe: bool = False) -> dict:
+        """One optimiser step on step `step`'s batch; returns the loss terms. The probe (budget: seconds) runs the
+        same work with a throwaway optimiser and EMA, and a plain clip that leaves accelerate's loss scaler alone."""
+        tc, accelerator = self.cfg.train, self.accelerator
+        x0, labels, index = self.stream.batch(step, self.rank, self.world)
+        x0 = x0.to(accelerator.device)
+        labels = labels.to(accelerator.device) if labels is not None else None
+        generator = step_generator(self.seed, step, self.rank, accelerator.device)
+        with accelerator.autocast():
+            loss, logs = self.model(x0, labels, generator, index.to(accelerator.device))
+        if not probe:
+            self._check_finite(step + 1, {**logs, "loss": loss.detach()})
+        accelerator.backward(loss)
+        if not probe:
+            self._clip_and_check_gradients(step + 1)
+        elif tc.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.trainable, tc.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.step(self.trainable)
+        return logs
+
     def _loop(self, step: int, train_seconds: float) -> tuple[int, float, str, dict]:
-        cfg, tc, accelerator = self.cfg, self.cfg.train, self.accelerator
-        stream = BatchStream(self.dataset, tc.batch_size, self.seed, hflip=cfg.data.hflip)
-        bar = tqdm(total=tc.steps, initial=step, desc=f"{self.method_name} seed{self.seed}", mininterval=2.0,
+        tc, accelerator = self.cfg.train, self.accelerator
+        steps = self.steps_planned
+        bar = tqdm(total=steps, initial=step, desc=f"{self.method_name} seed{self.seed}", mininterval=2.0,
                    disable=not accelerator.is_main_process, file=sys.stderr)
         window: dict[str, float] = {}
         last_window: dict[str, float] = {}
         stop_reason = "steps"
         self.model.train()
         loop_started = time.perf_counter() - train_seconds
-        while step < tc.steps:
-            x0, labels, index = stream.batch(step, self.rank, self.world)
-            x0 = x0.to(accelerator.device)
-            labels = labels.to(accelerator.device) if labels is not None else None
-            generator = step_generator(self.seed, step, self.rank, accelerator.device)
-            with accelerator.autocast():
-                loss, logs = self.model(x0, labels, generator, index.to(accelerator.device))
-            self._check_finite(step + 1, {**logs, "loss": loss.detach()})
-            accelerator.backward(loss)
-            self._clip_and_check_gradients(step + 1)
-            self.optimizer.step()
-            self.lr_schedule.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.ema is not None:
-                self.ema.step(self.trainable)
+        while step < steps:
+            logs = self._step(step, self.optimizer, self.ema)
+            self.lr_schedule.step()  # after the optimiser step, as before: the LR only acts on the next one
             step += 1
 
             for key, value in logs.items():
                 window[key] = window.get(key, 0.0) + float(value)
-            if step % tc.log_every == 0 or step == tc.steps:
+            if step % tc.log_every == 0 or step == steps:
                 count = tc.log_every if step % tc.log_every == 0 else step % tc.log_every
                 means = {k: v / count for k, v in window.items()}
                 log.info("step %d lr %.3g %s", step, self.lr_schedule.get_last_lr()[0],
@@ -195,14 +337,21 @@ class _Run:
                 last_window, window = means, {}
             bar.update(1)
             train_seconds = self.elapsed = time.perf_counter() - loop_started
-            if tc.max_seconds is not None and train_seconds >= tc.max_seconds and step < tc.steps:
+            # snapshots before this step's checkpoint: a run resumed from it has every snapshot up to its step
+            snapshot_started = time.perf_counter()
+            self._save_snapshots(step, train_seconds)
+            loop_started += time.perf_counter() - snapshot_started  # writing snapshots is not training time
+            if tc.max_seconds is not None and train_seconds >= tc.max_seconds and step < steps:
                 stop_reason = "max_seconds"
                 break
-            if step % tc.checkpoint_every == 0 and step < tc.steps and accelerator.is_main_process:
+            if step % tc.checkpoint_every == 0 and step < steps and accelerator.is_main_process:
                 save_training_state(self.checkpoint_dir, self.method.state_dict(),
                                     self.ema.state_dict() if self.ema else None,
                                     {"optimizer": self.optimizer.state_dict(), "lr_schedule": self.lr_schedule.state_dict()},
-                                    {"step": step, "train_seconds": train_seconds, "train_id": self.train_id})
+                                    {"step": step, "train_seconds": train_seconds, "train_id": self.train_id,
+                                     "steps_planned": steps, "flops_per_step": self.flops_per_step,
+                                     "seconds_per_step_estimate": self.seconds_per_step,
+                                     "budget_probe_seconds": self.probe_seconds})
         bar.close()
         accelerator.wait_for_everyone()
         return step, train_seconds, stop_reason, last_window
@@ -211,6 +360,7 @@ class _Run:
     def _record(self, steps_done: int, train_seconds: float, stop_reason: str, final_losses: dict) -> dict:
         cfg, tc, method = self.cfg, self.cfg.train, self.method
         stage1_seconds = self.stage1.get("seconds", 0.0)
+        budget_value = {"steps": tc.steps, "flops": tc.flops, "seconds": tc.seconds}[tc.budget]
         return {
             **provenance(),
             "status": "ok", "failure": None,
@@ -219,7 +369,13 @@ class _Run:
             "config_hash": cfg.hash, "config": dict(cfg.resolved),
             "data_info": DataInfo.of(self.dataset).__dict__,
             "method_record": method.record(),
+            "budget": tc.budget, "budget_value": budget_value, "steps_planned": self.steps_planned,
             "steps_done": steps_done, "stop_reason": stop_reason,
+            "flops_per_step": self.flops_per_step, "train_flops": steps_done * self.flops_per_step,
+            "stage1_flops": self.stage1.get("stage1_flops") if self.method.has_stage1 else None,
+            "seconds_per_step_estimate": self.seconds_per_step, "budget_probe_seconds": self.probe_seconds,
+            "snapshots": [{"fraction": f, "step": s, "done": self._snapshot_done(f)}
+                          for f, s in self.snapshot_steps.items()],
             "final_losses": {k: round(v, 6) for k, v in final_losses.items()},
             "batch_size": tc.batch_size, "images_seen": steps_done * tc.batch_size,
             "device": self.device, "num_processes": self.world, "mixed_precision": tc.mixed_precision,
@@ -236,13 +392,25 @@ class _Run:
 
     def execute(self, resume: bool) -> dict:
         self._build()
-        step, train_seconds = self._resume() if resume else (0, 0.0)
+        state = self._load_checkpoint() if resume else None
+        self._plan(state[2] if state else None)
+        if state is not None:
+            missing = [f for f, s in self.snapshot_steps.items() if s <= state[2]["step"] and not self._snapshot_done(f)]
+            if missing:  # e.g. train.snapshots gained a fraction after the kill: only training from 0 can make it
+                log.warning("snapshots %s lie before the checkpoint's step %d and are missing; training from step 0",
+                            missing, state[2]["step"])
+                state = None
+                self._plan(None)
+        if state is None and self.accelerator.is_main_process:
+            shutil.rmtree(self.model_dir / "snapshots", ignore_errors=True)  # a fresh run writes all of them
+        step, train_seconds = self._restore(state)
         self.elapsed = train_seconds
         weights = weights_dir(self.model_dir)
         try:
             steps_done, train_seconds, stop_reason, final_losses = self._loop(step, train_seconds)
         except TrainingDiverged as err:
             log.error("%s", err)
+            self._mark_unreached_snapshots(f"training diverged at step {err.step}")
             record = self._record(err.step - 1, self.elapsed, "diverged", {})
             record.update(status="failed", failure=str(err), failed_step=err.step, failed_term=err.term)
             if self.accelerator.is_main_process:
@@ -251,6 +419,7 @@ class _Run:
                 write_json(self.model_dir / "train.json", record)
                 shutil.rmtree(self.checkpoint_dir, ignore_errors=True)  # resuming would only diverge again
             return record
+        self._mark_unreached_snapshots(f"training stopped at step {steps_done} ({stop_reason})")
         if self.ema is not None:
             self.ema.copy_to(self.trainable)  # the saved and evaluated weights are the EMA weights
         self.method.finalize(self.dataset)

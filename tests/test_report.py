@@ -67,3 +67,22 @@ def test_efficiency_summary_rows_say_how_many_seeds(tmp_path):
     ddpm_summary = [line for line in lines if line.startswith("| ddpm")][-1]
     assert "mean ± std (2 seeds)" in pdm_summary and "2 ± 1.414" in pdm_summary  # train s: 1.0 and 3.0
     assert "1 seed" in ddpm_summary and "±" not in ddpm_summary
+
+
+def test_efficiency_table_shows_steps_flops_and_seconds_of_every_run(tmp_path):
+    budget = {"budget": "flops", "budget_value": 6e9, "train_seconds": 2.0, "stage1_seconds": 0.0}
+    paths = write(tmp_path, [
+        record("ddpm", 0, **budget, steps_done=7, steps_planned=7, flops_per_step=8 * 10**8, train_flops=56 * 10**8),
+        record("pdm", 0, **budget, steps_done=6, steps_planned=6, flops_per_step=9 * 10**8, train_flops=54 * 10**8),
+        record("ldm", 0, **budget, steps_done=9, steps_planned=9, flops_per_step=6 * 10**8, train_flops=54 * 10**8,
+               stage1_flops=3 * 10**12)])
+    report(paths, tmp_path / "tables", tmp_path / "plots")
+    table = pd.read_csv(tmp_path / "tables" / "efficiency.csv", dtype={"seed": str}).set_index(["method", "seed"])
+    assert table.loc[("pdm", "0"), "steps"] == 6 and table.loc[("ddpm", "0"), "steps"] == 7
+    assert table.loc[("pdm", "0"), "GFLOP/step"] == 0.9 and table.loc[("pdm", "0"), "train TFLOP"] == 0.0054
+    assert table.loc[("ldm", "0"), "stage-1 TFLOP"] == 3 and pd.isna(table.loc[("pdm", "0"), "stage-1 TFLOP"])
+    assert table.loc[("pdm", "0"), "train s"] == 2.0
+    text = (tmp_path / "tables" / "efficiency.md").read_text()
+    assert "Budget (flops), the same for every method: 6e+09 training FLOPs per run" in text
+    main = pd.read_csv(tmp_path / "tables" / "main.csv")
+    assert not {"steps", "train s", "train TFLOP"} & set(main.columns)  # the main table stays free of costs

@@ -138,7 +138,7 @@ def test_non_finite_values_stop_training_and_are_recorded(digits_cfg, tmp_path, 
         return total, logs
 
     monkeypatch.setattr(PDM, "loss", poisoned)
-    monkeypatch.setattr(PDM, "poison_after", 3, raising=False)
+    monkeypatch.setattr(PDM, "poison_after", 1 + 3, raising=False)  # the first call is the FLOP count of one step
     record = train(digits_cfg, "pdm", 0, tmp_path)
     assert record["status"] == "failed" and record["failed_step"] == 4 and record["steps_done"] == 3
     expected = "loss_prototype" if where == "loss_prototype" else "the gradient of"

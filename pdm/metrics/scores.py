@@ -27,6 +27,7 @@ import warnings
 import numpy as np
 import torch
 
+from pdm.flops import uncounted
 from pdm.io import atomic_path
 from pdm.metrics import inception
 
@@ -308,6 +309,7 @@ def _bootstrap_fields(feats, ref_feats, replicates: int, confidence: float, fid:
 REFSTATS_FIX = "delete it and recompute it (`pdm-bench refstats ...` or rerun snakemake)"
 
 
+@uncounted()  # a measurement: never part of a stage-1 FLOP count (LDM's rFID)
 def compute_reference_stats(images_uint8, out_path, device="cpu", work_dir=None, identity=None) -> dict:
     """Write features (both modes), mu/sigma and metadata of the real images to an .npz atomically.
 
@@ -416,6 +418,7 @@ def _inception_score(samples: np.ndarray, weights_path, device, seed: int) -> tu
     return out[KEY_METRIC_ISC_MEAN], out[KEY_METRIC_ISC_STD]
 
 
+@uncounted()  # a measurement: never part of a stage-1 FLOP count (LDM's rFID)
 def score_samples(samples_uint8, refstats_path, device="cpu", kid_subset_size=1000, kid_subsets=100, seed=0,
                   allow_download=False, work_dir=None, identity=None, bootstrap_samples=0, confidence=0.95) -> dict:
     """FID, KID, clean-FID (and IS when its weights are present) of samples against reference statistics.

@@ -23,15 +23,19 @@ rule stage1:
 
 # Training of one method for one seed; the same budget for every method (config `train`). The job resumes from
 # models/{method}/seed{seed}/checkpoint/ (its private state, removed when training ends) after a kill.
+# Snapshots (train.snapshots) are written by the same job, each before the checkpoint of its step, so a resumed job
+# still has them all (where Snakemake cleared them before a rerun, the trainer restarts from step 0: same weights). They
+# are in no identity (the final weights do not depend on them), but each snapshot folder is a declared output (a
+# fraction that is never reached gets a snapshot.json saying so): a fraction added to the config is a missing output, so Snakemake re-runs this job (which
+# gives bitwise the same weights), and a removed one is simply no longer asked for.
 rule train:
     input:
         lambda wc: [f"{R}/stage1/{wc.method}/seed{wc.seed}"] if wc.method in STAGE1_METHODS else [],
     output:
         record=f"{R}/models/{{method}}/seed{{seed}}/train.json",
         weights=directory(f"{R}/models/{{method}}/seed{{seed}}/weights"),
-        # train.snapshots: the weights at those fractions of the budget, same layout + snapshot.json (pdm.sweep)
-        snapshots=[directory(f"{R}/models/{{method}}/seed{{seed}}/snapshots/{snapshot_name(f)}")
-                   for f in CFG.train.snapshots],
+        # train.snapshots: the weights at those fractions of the budget, same layout + snapshot.json (pdm.checkpoint)
+        snapshots=[directory(f"{R}/models/{{method}}/seed{{seed}}/snapshots/{name}") for name in SNAPSHOTS],
     params:
         identity=lambda wc: training_identity(CFG, wc.method, int(wc.seed)),
     log:
