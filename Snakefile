@@ -35,6 +35,7 @@ EXP = CFG.experiment
 METHODS = list(CFG.methods)
 SEEDS = list(CFG.seeds)
 STAGE1_METHODS = [m for m in METHODS if get_method_class(m).has_stage1]
+PROTOTYPE_METHODS = [m for m in METHODS if get_method_class(m).has_prototypes]  # get the prototype diagnostics
 R = f"results/{EXP}"
 REFSTATS = f"{R}/refstats/{CFG.data.dataset}{CFG.data.resolution}_inception_{refstats_identity(CFG)}.npz"
 # GPU jobs declare one GPU (profiles cap how many run at once): `device: cuda`, or `auto` where this machine has one.
@@ -47,9 +48,11 @@ wildcard_constraints:
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/diagnostics.smk"
 
 
 rule all:
     input:
         rules.report.output,
+        expand(f"{R}/diagnostics/{{method}}/seed{{seed}}/diagnostics.json", method=PROTOTYPE_METHODS, seed=SEEDS),
     default_target: True
