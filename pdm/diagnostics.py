@@ -50,7 +50,7 @@ def histogram_entropy(counts) -> float:
     """Entropy (nats) of a usage histogram; 0 for a collapse onto one prototype, log K for even usage."""
     p = np.asarray(counts, dtype=np.float64)
     p = p[p > 0] / p.sum() if p.sum() > 0 else np.zeros(0)
-    return float(-(p * np.log(p)).sum())
+    return float(max(0.0, -(p * np.log(p)).sum()))  # never -0.0
 
 
 def pca_2d(z: np.ndarray, prototypes: np.ndarray):
@@ -133,7 +133,8 @@ def plot_entropy(path: Path, title: str, log: pd.DataFrame, num_prototypes: int)
         if column in log:
             ax.plot(log["step"], log[column], marker=".", label=label)
     ax.axhline(math.log(num_prototypes), color="grey", ls="--", lw=1, label=f"log K = {math.log(num_prototypes):.2f}")
-    ax.set(xlabel="training step", ylabel="entropy of the batch assignment (nats)", title=title)
+    ax.set(xlabel="training step", ylabel="batch assignment entropy (nats)")
+    fig.suptitle(title, fontsize=11)
     ax.legend(fontsize=7)
     for column, label in counts.items():
         if column in log:
@@ -151,20 +152,33 @@ def plot_entropy(path: Path, title: str, log: pd.DataFrame, num_prototypes: int)
 
 def plot_pca(path: Path, title: str, z_2d: np.ndarray, prototypes_2d: np.ndarray, labels, usage: np.ndarray,
              explained: np.ndarray) -> None:
+    """Two panels of the same plane: zoomed on the features (left; prototypes outside it are left out of view) and
+    the whole extent with every prototype (right). A collapsed f_phi is a dot beside the prototypes on the right."""
     plt, sns = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.6, 4.8))
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.4))
     hue = np.asarray(labels) if labels is not None else None
-    sns.scatterplot(x=z_2d[:, 0], y=z_2d[:, 1], hue=hue, palette="tab10" if hue is not None else None, s=8,
-                    alpha=0.6, linewidth=0, ax=ax, legend="full" if hue is not None else False)
     used = usage > 0
-    ax.scatter(prototypes_2d[used, 0], prototypes_2d[used, 1], marker="*", s=220, c="black", edgecolors="white",
-               label="prototype (used)", zorder=3)
-    ax.scatter(prototypes_2d[~used, 0], prototypes_2d[~used, 1], marker="X", s=90, c="white", edgecolors="black",
-               label="prototype (unused)", zorder=3)
-    for k, (x, y) in enumerate(prototypes_2d):
-        ax.annotate(str(k), (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8, weight="bold")
-    ax.set(title=title, xlabel=f"PC1 ({explained[0]:.0%} of the variance)", ylabel=f"PC2 ({explained[1]:.0%})")
-    ax.legend(fontsize=7, markerscale=1, loc="best", title="class" if hue is not None else None, ncols=2)
+    low, high = np.percentile(z_2d, 0.5, axis=0), np.percentile(z_2d, 99.5, axis=0)
+    pad = np.maximum((high - low) * 0.08, 1e-6)
+    for ax, zoom in zip(axes, (True, False)):
+        sns.scatterplot(x=z_2d[:, 0], y=z_2d[:, 1], hue=hue, palette="tab10" if hue is not None else None, s=8,
+                        alpha=0.6, linewidth=0, ax=ax, legend=("full" if hue is not None else False) if not zoom else False)
+        ax.scatter(prototypes_2d[used, 0], prototypes_2d[used, 1], marker="*", s=220, c="black", edgecolors="white",
+                   label="prototype (used)", zorder=3)
+        ax.scatter(prototypes_2d[~used, 0], prototypes_2d[~used, 1], marker="X", s=90, c="white", edgecolors="black",
+                   label="prototype (unused)", zorder=3)
+        for k, (x, y) in enumerate(prototypes_2d):
+            if not zoom or (low[0] - pad[0] <= x <= high[0] + pad[0] and low[1] - pad[1] <= y <= high[1] + pad[1]):
+                ax.annotate(str(k), (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8, weight="bold")
+        ax.set(xlabel=f"PC1 ({explained[0]:.0%} of the feature variance)", ylabel=f"PC2 ({explained[1]:.0%})")
+        if zoom:
+            ax.set(xlim=(low[0] - pad[0], high[0] + pad[0]), ylim=(low[1] - pad[1], high[1] + pad[1]),
+                   title="features (zoomed to them)")
+        else:
+            ax.set(title="features and every prototype")
+            ax.legend(fontsize=7, title="class" if hue is not None else None, ncols=2, loc="center left",
+                      bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
