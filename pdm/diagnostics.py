@@ -140,12 +140,12 @@ def plot_entropy(path: Path, title: str, log: pd.DataFrame, num_prototypes: int)
         if column in log:
             ax2.plot(log["step"], log[column], marker=".", label=label)
     ax2.axhline(num_prototypes, color="grey", ls="--", lw=1, label=f"K = {num_prototypes}")
-    ax2.set(xlabel="training step", ylabel="distinct prototypes per batch (mean)", ylim=(0, num_prototypes + 0.5))
+    ax2.set(xlabel="training step", ylabel="distinct prototypes per batch", ylim=(0, num_prototypes + 0.5))
     ax2.legend(fontsize=7)
     if not any(c in log for c in (*series, *counts)):
         ax.text(0.5, 0.5, "train.log has no assignment logs\n(trained before they existed)", ha="center",
                 transform=ax.transAxes)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     _save(fig, path)
     plt.close(fig)
 
@@ -179,7 +179,7 @@ def plot_pca(path: Path, title: str, z_2d: np.ndarray, prototypes_2d: np.ndarray
             ax.legend(fontsize=7, title="class" if hue is not None else None, ncols=2, loc="center left",
                       bbox_to_anchor=(1.01, 0.5))
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     _save(fig, path)
     plt.close(fig)
 
