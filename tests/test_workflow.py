@@ -70,9 +70,9 @@ def test_ci_workflow_end_to_end(ci_run):
         assert (out / "plots" / plot).stat().st_size > 1000
     # prototype diagnostics for the methods whose class has prototypes (learnt from the class, not named)
     assert sorted(p.name for p in (out / "diagnostics").iterdir()) == ["pdm", "spdm"]
-    for method in ("pdm", "spdm"):
+    for method, k in (("pdm", 4), ("spdm", 10)):  # ci: pdm K = 4, s-PDM K = the 10 classes
         diagnostics = json.loads((out / "diagnostics" / method / "seed0" / "diagnostics.json").read_text())
-        assert len(diagnostics["usage_counts"]) == diagnostics["num_prototypes"] == 4
+        assert len(diagnostics["usage_counts"]) == diagnostics["num_prototypes"] == k
         assert all((out / "diagnostics" / method / "seed0" / p).stat().st_size > 1000 for p in ("usage.png", "entropy.png", "pca.png"))
 
     record = json.loads((out / "metrics" / "pdm" / "seed0.json").read_text())
