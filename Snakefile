@@ -49,6 +49,7 @@ METHODS = list(CFG.methods)
 SEEDS = list(CFG.seeds)
 STAGE1_METHODS = [m for m in METHODS if get_method_class(m).has_stage1]
 SNAPSHOTS = [snapshot_name(f) for f in CFG.train.snapshots]  # models/{method}/seed{seed}/snapshots/{name}/
+PROTOTYPE_METHODS = [m for m in METHODS if get_method_class(m).has_prototypes]  # get the prototype diagnostics
 R = f"results/{EXP}"
 REFSTATS = f"{R}/refstats/{CFG.data.dataset}{CFG.data.resolution}_inception_{refstats_identity(CFG)}.npz"
 # GPU jobs declare one GPU (profiles cap how many run at once): `device: cuda`, or `auto` where this machine has one.
@@ -63,6 +64,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/curves.smk"
+include: "workflow/rules/diagnostics.smk"
 
 
 # An experiment that trains reports its methods; a sweep adds FID against NFE; train.snapshots adds FID over training.
@@ -72,4 +74,7 @@ rule all:
         rules.report.output if CFG.trains else [],
         rules.sweep_report.output if CFG.sweep.enabled else [],
         rules.training_curve.output if CFG.train.snapshots else [],
+        expand(f"{R}/diagnostics/{{method}}/seed{{seed}}/diagnostics.json", method=PROTOTYPE_METHODS, seed=SEEDS)
+        if CFG.trains
+        else [],
     default_target: True

@@ -6,6 +6,7 @@
     pdm-bench sample   --config C --method pdm --seed 0 --model-dir ... --out results/default/samples/pdm/seed0
     pdm-bench refstats --config C --out results/default/refstats/digits_inception.npz
     pdm-bench evaluate --config C --method pdm --seed 0 --model-dir ... --samples-dir ... --refstats ... --out m.json
+    pdm-bench diagnose --config C --method pdm --seed 0 --model-dir ... --out results/default/diagnostics/pdm/seed0
     pdm-bench report   --config C --records m1.json m2.json ... --tables-dir ... --plots-dir ... [--grids ...]
     pdm-bench regress  --table results/ci/tables/main.csv --golden tests/golden/ci/main.csv --tolerances ...
     pdm-bench identity --config C --method pdm --seed 0      # the stage identities the workflow uses
@@ -52,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
             ("--tables-dir", {"required": True}), ("--plots-dir", {"required": True}),
             ("--grids", {"nargs": "*", "default": (), "help": "samples/{method}/seed{seed}/grid.png files to copy"}),
             ("--stage1-records", {"nargs": "*", "default": ()}))
+    command("diagnose", "prototype usage, assignment entropy and PCA plots of a trained PDM-family run", method, seed,
+            ("--model-dir", {"required": True}), out)
     command("identity", "print the stage identities of one method and seed", method, seed)
     from pdm import regress
 
@@ -88,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             steps.refstats_step(cfg, args.out)
         elif args.command == "evaluate":
             steps.evaluate_step(cfg, args.method, args.seed, args.model_dir, args.samples_dir, args.refstats, args.out)
+        elif args.command == "diagnose":
+            from pdm.diagnostics import diagnose
+
+            diagnose(cfg, args.method, args.seed, args.model_dir, args.out)
         elif args.command == "report":
             from pdm.report import report
 

@@ -55,22 +55,54 @@ def nearest_prototype(z: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor
 
 
 def unsupervised_prototype_loss(
-    z: torch.Tensor, prototypes: torch.Tensor, tau: float = 1.0, alpha: float = 1.0, beta: float = 1.0
+    z: torch.Tensor, prototypes: torch.Tensor, tau: float = 1.0, alpha: float = 1.0, beta: float = 1.0,
+    targets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_con + alpha L_align + beta L_compact (reference `PrototypeModule.compute_loss`).
 
     L_con     = CE(-tau * ||z - p_k||, k*)                 pulls z to its nearest prototype, away from the others
     L_align   = MSE(z, p_k*)
     L_compact = sum_ij (cos(p_i, p_j) - delta_ij)^2         keeps prototypes mutually orthogonal (diagonal is 0)
+    k* is the nearest prototype (the paper) unless `targets` (B,) gives another assignment (an ablation's).
     """
     distances = torch.cdist(z, prototypes)  # (B, K)
-    nearest = distances.argmin(dim=1)  # (B,)
+    nearest = distances.argmin(dim=1) if targets is None else targets  # (B,)
     contrastive = F.cross_entropy(-tau * distances, nearest)
     align = F.mse_loss(z, prototypes[nearest])
     unit = F.normalize(prototypes, dim=1)
     compact = ((unit @ unit.T - torch.eye(len(prototypes), device=prototypes.device, dtype=prototypes.dtype)) ** 2).sum()
     total = contrastive + alpha * align + beta * compact
     return total, {"contrastive": contrastive, "align": align, "compact": compact}
+
+
+def assignment_entropy(assigned: torch.Tensor, num_prototypes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entropy (nats) of a batch's assignment histogram over K prototypes, and how many distinct prototypes it uses.
+
+    0 when every image goes to one prototype (collapse), log K when the batch is spread evenly over all K. Detached:
+    a diagnostic, never part of a loss.
+    """
+    counts = torch.bincount(assigned.detach().flatten(), minlength=num_prototypes).float()  # (K,)
+    p = counts / counts.sum().clamp_min(1)
+    entropy = -(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum()  # 0 log 0 = 0
+    return entropy, (counts > 0).sum().float()
+
+
+def sinkhorn_assignment(distances: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
+    """Equal-partition assignment of a batch to K prototypes by Sinkhorn-Knopp (SwAV, Caron et al. 2020, Alg. 1).
+
+    Q = exp(-c / epsilon) with c the distances divided by their batch mean (scale-free, so epsilon means the same
+    whatever the feature norm), then `iterations` rounds of normalising the prototype sums to 1/K and the image sums
+    to 1/B; returns argmax_k Q (B,). Done in the log domain (SwAV's exp overflows or underflows once costs are not
+    in [-1, 1]); no gradient flows through it. Extension beyond the paper (not in arXiv 2508.09922).
+    """
+    d = distances.detach().float()  # (B, K)
+    batch, k = d.shape
+    log_q = -(d / d.mean().clamp_min(1e-12)) / epsilon  # (B, K)
+    log_q = log_q - torch.logsumexp(log_q.flatten(), 0)  # Q /= sum(Q)
+    for _ in range(iterations):
+        log_q = log_q - torch.logsumexp(log_q, dim=0, keepdim=True) - math.log(k)  # each prototype gets 1/K
+        log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True) - math.log(batch)  # each image has 1/B
+    return log_q.argmax(dim=1)  # (B,)
 
 
 def supervised_prototype_loss(

@@ -23,6 +23,7 @@ MAIN_COLUMNS = {
     "clean_fid": "clean-FID",
     "is_mean": "IS",
     "prototypes_used": "prototypes used",
+    "prototypes_used_nearest": "nearest prototypes used",  # an ablation whose generation prior is not the nearest one
     "parameters_sampling": "params",
     "status": "status",
 }  # scores only: timings live in the efficiency table, so main.csv is bitwise reproducible on one machine
@@ -58,6 +59,28 @@ STAGE1_TABLES = {
                           "embedding_dim": "dim", "index": "index", "k": "k", "embed_seconds": "embed s",
                           "index_seconds": "index s", "seconds": "stage-1 s", "stage1_flops": "stage-1 FLOPs"}),
 }
+
+
+EXTENSION_MARK = "†"
+
+
+def extensions(frame: pd.DataFrame) -> dict[str, str]:
+    """{method: note} for the methods whose records say they are an extension beyond the paper (Method.extension)."""
+    if "extension" not in frame:
+        return {}
+    marked = frame[frame["extension"].notna() & (frame["extension"].astype(str) != "")]
+    return dict(zip(marked["method"], marked["extension"].astype(str)))
+
+
+def mark_extensions(table: pd.DataFrame, marks: dict[str, str]) -> pd.DataFrame:
+    """A copy for people to read (Markdown, LaTeX, plots) with extension methods named `name †`; CSVs keep the names."""
+    if not marks or "method" not in table:
+        return table
+    return table.assign(method=[f"{m} {EXTENSION_MARK}" if m in marks else m for m in table["method"]])
+
+
+def extension_note(marks: dict[str, str]) -> str:
+    return "".join(f" {EXTENSION_MARK} {method}: {note}." for method, note in marks.items()).strip()
 
 
 class ReportError(ValueError):
@@ -163,12 +186,21 @@ def _write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")  # Δ, ±, – whatever the locale
 
 
-def write_table(table: pd.DataFrame, stem: Path, note: str, markdown: str | None = None) -> None:
-    """One table as CSV (exact numbers), Markdown (per-seed rows + mean ± std, unless given) and LaTeX."""
+def write_table(table: pd.DataFrame, stem: Path, note: str, markdown: str | None = None,
+                marks: dict[str, str] | None = None) -> None:
+    """One table as CSV (exact numbers), Markdown (per-seed rows + mean ± std, unless given) and LaTeX.
+
+    `marks` ({method: note}) names extension methods `name †` in the Markdown and LaTeX, with the note under them."""
     with atomic_path(stem.with_suffix(".csv")) as tmp:
         table.to_csv(tmp, index=False)
-    _write_text(stem.with_suffix(".md"), _markdown(table, note) if markdown is None else markdown)
-    latex = table.to_latex(index=False, float_format="%.4g", na_rep="--").replace("Δ", r"$\Delta$")  # pdflatex-safe
+    shown = mark_extensions(table, marks or {})
+    note = f"{note} {extension_note(marks or {})}".strip()
+    _write_text(stem.with_suffix(".md"), _markdown(shown, note) if markdown is None else markdown)
+    if "method" in shown:  # a method name such as pdm_balanced: `_` is a LaTeX error outside math mode
+        shown = shown.assign(method=shown["method"].astype(str).str.replace("_", r"\_", regex=False))
+    latex = shown.to_latex(index=False, float_format="%.4g", na_rep="--").replace("Δ", r"$\Delta$")  # pdflatex-safe
+    if marks:
+        latex = latex.replace(EXTENSION_MARK, r"$\dagger$") + "% " + extension_note(marks).replace(EXTENSION_MARK, "dagger") + "\n"
     _write_text(stem.with_suffix(".tex"), latex)
 
 
@@ -358,12 +390,16 @@ def report(record_paths, tables_dir, plots_dir, grids=(), stage1_paths=(), refer
                      f"subsets. CPU: {first['cpu_model']}.")
     failures = "".join(f" {r.method} seed {r.seed} failed: {r.failure}." for r in frame[frame["status"] != "ok"].itertuples())
     table, delta_label = main_table(frame, reference_method, confidence)
+    marks = extensions(frame)  # methods beyond the paper (ablations of ours), marked wherever people read the tables
     note = f"{interval_note(frame, delta_label, reference_method, confidence)} {extractor} {is_note}{failures}"
-    write_table(table, tables_dir / "main", note.strip(), markdown=main_markdown(table, delta_label, note.strip()))
+    main_note = f"{note.strip()} {extension_note(marks)}".strip()
+    write_table(table, tables_dir / "main", note.strip(), marks=marks,
+                markdown=main_markdown(mark_extensions(table, marks), delta_label, main_note))
     write_table(summarise(frame, EFFICIENCY_COLUMNS), tables_dir / "efficiency",
                 f"{budget_note(frame)} Storage is measured from the files on disk (MiB = 2^20 bytes). Weights = what "
                 "generation loads (LDM: U-Net + decoder); training-only = f_phi; external memory = RDM's database + "
-                "index + encoder weights.")
+                "index + encoder weights.",
+                marks=marks)
     stage1_tables(stage1_paths, tables_dir)
     plot_all(frame, plots_dir, grids)
     return frame
@@ -378,6 +414,8 @@ def plot_all(frame: pd.DataFrame, plots_dir: Path, grids=()) -> None:
 
     plots_dir.mkdir(parents=True, exist_ok=True)
     sns.set_theme(style="whitegrid")
+    marks = extensions(frame)
+    frame = mark_extensions(frame, marks)  # plots name extension methods `name †`, with the note below the figure
     for grid in map(Path, grids):  # .../samples/{method}/seed{seed}/grid.png
         with atomic_path(plots_dir / f"samples_{grid.parent.parent.name}_{grid.parent.name}.png") as tmp:
             shutil.copyfile(grid, tmp)
@@ -388,6 +426,9 @@ def plot_all(frame: pd.DataFrame, plots_dir: Path, grids=()) -> None:
         sns.stripplot(data=frame, x="method", y=column, ax=ax, color="black", size=4)
         ax.set(title=label, xlabel="", ylabel="")
     fig.tight_layout()
+    if marks:
+        fig.text(0.01, 0.005, extension_note(marks), fontsize=6, ha="left", va="bottom")
+        fig.subplots_adjust(bottom=0.2)
     _save_figure(fig, plots_dir / "fid_comparison.png")
 
     if "fid" not in frame:  # every run failed: nothing to place on the cost plot
@@ -398,6 +439,9 @@ def plot_all(frame: pd.DataFrame, plots_dir: Path, grids=()) -> None:
     sns.scatterplot(data=cost, x="device_hours", y="fid", hue="method", size="total_mb", sizes=(40, 400), ax=ax)
     ax.set(xlabel="device-hours (stage 1 + training)", ylabel="FID ↓", title="quality vs cost (size: weights + memory, MB)")
     fig.tight_layout()
+    if marks:
+        fig.text(0.01, 0.005, extension_note(marks), fontsize=5, ha="left", va="bottom")
+        fig.subplots_adjust(bottom=0.22)
     _save_figure(fig, plots_dir / "fid_vs_cost.png")
 
     plt.close("all")

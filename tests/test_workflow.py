@@ -43,7 +43,7 @@ def test_ci_workflow_end_to_end(ci_run):
     out = ci_run / "results" / "ci"
     main = pd.read_csv(out / "tables" / "main.csv", dtype={"seed": str})
     per_seed = main[main["seed"] == "0"]
-    assert sorted(per_seed["method"]) == ["ddpm", "ldm", "pdm", "rdm", "spdm"]
+    assert sorted(per_seed["method"]) == ["cddpm", "ddpm", "ldm", "pdm", "rdm", "spdm"]
     assert per_seed["FID"].notna().all() and (per_seed["FID"] > 0).all() and (per_seed["status"] == "ok").all()
     main_md = (out / "tables" / "main.md").read_text()
     assert "1 seed (bootstrap)" in main_md and "±" not in main_md and "ΔFID vs ddpm" in main_md  # issue 7
@@ -51,6 +51,12 @@ def test_ci_workflow_end_to_end(ci_run):
     assert (out / "tables" / "main.tex").read_text().lstrip().startswith("\\begin{tabular}")
     for plot in ("fid_comparison.png", "fid_vs_cost.png", "samples_pdm_seed0.png"):
         assert (out / "plots" / plot).stat().st_size > 1000
+    # prototype diagnostics for the methods whose class has prototypes (learnt from the class, not named)
+    assert sorted(p.name for p in (out / "diagnostics").iterdir()) == ["pdm", "spdm"]
+    for method, k in (("pdm", 4), ("spdm", 10)):  # ci: pdm K = 4, s-PDM K = the 10 classes
+        diagnostics = json.loads((out / "diagnostics" / method / "seed0" / "diagnostics.json").read_text())
+        assert len(diagnostics["usage_counts"]) == diagnostics["num_prototypes"] == k
+        assert all((out / "diagnostics" / method / "seed0" / p).stat().st_size > 1000 for p in ("usage.png", "entropy.png", "pca.png"))
 
     record = json.loads((out / "metrics" / "pdm" / "seed0.json").read_text())
     assert record["extractor"].startswith("inception-v3") and len(record["extractor_tensors_sha256"]) == 64
@@ -76,20 +82,21 @@ def test_ci_workflow_end_to_end(ci_run):
 def test_config_edits_rerun_exactly_what_they_change(ci_run):
     """The transcript of issue 6: identities as params make Snakemake re-run exactly the changed jobs."""
     added_seed = snakemake(ci_run, "--dry-run", "--config", "seeds=[0,1]")
-    assert planned_jobs(added_seed) == {"stage1": 2, "train": 5, "sample": 5, "evaluate": 5, "report": 1, "all": 1}
+    assert planned_jobs(added_seed) == {"stage1": 2, "train": 6, "sample": 6, "evaluate": 6, "diagnostics": 2, "report": 1,
+                                        "all": 1}
     assert planned_seeds(added_seed, "train") == planned_seeds(added_seed, "evaluate") == {"1"}
 
     sampling = snakemake(ci_run, "--dry-run", "--config", "sample={steps: 7}")
-    assert planned_jobs(sampling) == {"sample": 5, "evaluate": 5, "report": 1, "all": 1}  # no training
+    assert planned_jobs(sampling) == {"sample": 6, "evaluate": 6, "report": 1, "all": 1}  # no training
 
     training = snakemake(ci_run, "--dry-run", "--config", "train={lr: 0.0003}")
-    assert planned_jobs(training) == {"train": 5, "sample": 5, "evaluate": 5, "report": 1, "all": 1}
+    assert planned_jobs(training) == {"train": 6, "sample": 6, "evaluate": 6, "diagnostics": 2, "report": 1, "all": 1}
 
     scoring = snakemake(ci_run, "--dry-run", "--config", "eval={num_real: 12}")
-    assert planned_jobs(scoring) == {"refstats": 1, "evaluate": 5, "report": 1, "all": 1}
+    assert planned_jobs(scoring) == {"refstats": 1, "evaluate": 6, "report": 1, "all": 1}
 
     bootstrap = snakemake(ci_run, "--dry-run", "--config", "eval={bootstrap_samples: 50}")
-    assert planned_jobs(bootstrap) == {"evaluate": 5, "report": 1, "all": 1}  # replicates are evaluation output
+    assert planned_jobs(bootstrap) == {"evaluate": 6, "report": 1, "all": 1}  # replicates are evaluation output
 
     reporting = snakemake(ci_run, "--dry-run", "--config", "report={confidence: 0.9}")
     assert planned_jobs(reporting) == {"report": 1, "all": 1}  # report settings are in no job's identity

@@ -75,6 +75,12 @@ class Method(nn.Module):
     # COMMON_OPTIONS into pdm/config.schema.yaml when a config is loaded (pdm.config.method_schemas).
     options_schema: ClassVar[dict[str, dict]] = {}
     description: ClassVar[str] = ""
+    # Has f_phi and a prototype bank (`f_phi`, `bank`, `assign`): the workflow runs the prototype diagnostics
+    # (pdm.diagnostics: usage, assignment entropy, PCA of the features) for it.
+    has_prototypes: ClassVar[bool] = False
+    # None for the methods of the paper and its baselines; for a method that is not (an ablation of ours) a short
+    # note beginning "extension beyond the paper": it goes into every result record and the report marks the method.
+    extension: ClassVar[str | None] = None
 
     def __init__(self, cfg: ExperimentConfig, data: DataInfo):
         super().__init__()
@@ -154,6 +160,7 @@ class Method(nn.Module):
             "conditioning": self.conditioning,
             "num_train_timesteps": self.diffusion_cfg.num_train_timesteps,
             "sampling_components": list(self.sampling_components),
+            "extension": self.extension,
         }
 
     # --- shared by every method ----------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from pdm.config import ConfigError, ExperimentConfig
 from pdm.methods.base import DataInfo, Method, options_from_yaml
 from pdm.prototypes import (
     FeatureEncoder,
+    assignment_entropy,
     PrototypeBank,
     nearest_prototype,
     sinusoidal_table,
@@ -34,6 +35,8 @@ FEATURE_ENCODER_MIN_RESOLUTION = 16  # f_phi halves four times
 
 class PDM(Method):
     name = "pdm"
+    description = "Prototype Diffusion Model (arXiv 2508.09922): one learned prototype token, nearest-prototype assignment"
+    has_prototypes = True  # f_phi + a prototype bank: the workflow runs the prototype diagnostics (pdm.diagnostics)
     conditioning = "prototype"
     cross_attention = True
     sampling_components = ("unet", "prototypes")
@@ -86,15 +89,23 @@ class PDM(Method):
     def assign(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         return nearest_prototype(z, self.bank.prototypes)
 
-    def prototype_loss(self, z: torch.Tensor, labels: torch.Tensor | None):
+    def train_assign(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """The training batch's assignment (token and L_con / L_align targets): `assign` itself, as in the paper.
+        A hook for ablations (pdm_balanced) that train on another assignment."""
+        return self.assign(z, labels)
+
+    def prototype_loss(self, z: torch.Tensor, labels: torch.Tensor | None, targets: torch.Tensor | None = None):
         o = self.options
-        return unsupervised_prototype_loss(z, self.bank.prototypes, o["tau"], o["alpha"], o["beta"])
+        return unsupervised_prototype_loss(z, self.bank.prototypes, o["tau"], o["alpha"], o["beta"], targets=targets)
 
     def context(self, x0, labels, t, generator, index=None):
         z = self.f_phi(x0)  # (B, d)
-        chosen = self.assign(z.detach(), labels)  # (B,) prototype per image
-        aux, parts = self.prototype_loss(z, labels)
-        return self.token(chosen, t), aux, {"loss_prototype": aux, **{f"loss_{k}": v for k, v in parts.items()}}
+        chosen = self.train_assign(z.detach(), labels)  # (B,) prototype per image
+        aux, parts = self.prototype_loss(z, labels, chosen)
+        # diagnostics (issue 7): how spread the batch's assignment is over the K prototypes; detached, logged only
+        entropy, distinct = assignment_entropy(chosen, self.bank.prototypes.shape[0])
+        return self.token(chosen, t), aux, {"loss_prototype": aux, **{f"loss_{k}": v for k, v in parts.items()},
+                                            "assignment_entropy": entropy, "prototypes_in_batch": distinct}
 
     @torch.no_grad()
     def finalize(self, dataset) -> None:
@@ -150,6 +161,7 @@ class PDM(Method):
 
 class SupervisedPDM(PDM):
     name = "spdm"
+    description = "s-PDM (arXiv 2508.09922): one prototype per class, the label is the assignment"
     conditioning = "class-prototype"
     needs_labels = True
     sampling_options = ("label_sampling",)
@@ -173,7 +185,7 @@ class SupervisedPDM(PDM):
     def assign(self, z, labels):
         return labels
 
-    def prototype_loss(self, z, labels):
+    def prototype_loss(self, z, labels, targets=None):  # the targets are the labels
         return supervised_prototype_loss(z, self.bank.prototypes, labels, self.options["tau"], self.options["alpha"])
 
     def _sampling_mode(self) -> str:

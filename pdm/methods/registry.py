@@ -10,6 +10,7 @@ import importlib
 METHODS: dict[str, str] = {
     "pdm": "pdm.methods.pdm:PDM",
     "spdm": "pdm.methods.pdm:SupervisedPDM",
+    "pdm_balanced": "pdm.methods.pdm_balanced:BalancedPDM",  # extension beyond the paper (an ablation of ours)
     "ddpm": "baselines.ddpm:DDPM",
     "cddpm": "baselines.cddpm:ClassConditionalDDPM",
     "ldm": "baselines.ldm:LDM",
