@@ -126,11 +126,12 @@ def sampling_identity(cfg, method: str, seed: int, snapshot: float | None = None
 
 
 def refstats_identity(cfg) -> str:
-    from pdm.metrics.inception import EXTRACTOR_TENSORS_SHA256
+    from pdm.metrics.inception import EXTRACTOR_LAYOUT, EXTRACTOR_TENSORS_SHA256
 
     data = {k: v for k, v in cfg.resolved["data"].items() if k != "hflip"}  # flips are a training augmentation
     return digest({"stage": "refstats", "data": data, "num_real": cfg.eval.num_real,
-                   "extractor": EXTRACTOR, "extractor_tensors_sha256": EXTRACTOR_TENSORS_SHA256})
+                   "extractor": EXTRACTOR, "extractor_tensors_sha256": EXTRACTOR_TENSORS_SHA256,
+                   "extractor_layout": EXTRACTOR_LAYOUT})
 
 
 def evaluation_identity(cfg, method: str, seed: int, snapshot: float | None = None) -> str:

@@ -216,3 +216,16 @@ def test_low_rank_frechet_distance_matches_the_libraries(mode):
     assert ours == pytest.approx(reference, rel=1e-4, abs=1e-6)
     big = rng.normal(size=(80, 16))  # more images than dimensions: the library function is used
     assert scores.frechet_distance_from_features(big, big[::-1] + 0.1, mode)[1] == "library"
+
+
+def test_cpu_extractor_runs_channels_last_within_1e5_of_nchw(real_sets):
+    # The CPU extractor runs in channels_last (faster oneDNN convolutions); its features must stay those of the
+    # plain NCHW network to 1e-5, the tolerance every other Inception parity check here uses.
+    net = inception.build_feature_extractor("cpu")
+    assert net.Conv2d_1a_3x3.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    nchw = inception._new_extractor(inception.converted_weights_path()).eval()
+    x = torch.from_numpy(np.repeat(real_sets[1][:8], 3, axis=-1).transpose(0, 3, 1, 2).copy())
+    with torch.no_grad():
+        diff = (net(x)[0] - nchw(x)[0]).abs().max().item()
+    print(f"\nchannels_last vs NCHW max |diff| = {diff:.3g}")
+    assert diff < 1e-5

@@ -89,7 +89,7 @@ def _device_label(device) -> str:
 
 
 CHUNK_PREFIX = "features-"
-CHUNK_FORMAT = 1
+CHUNK_FORMAT = 2  # 2: CPU features in channels_last layout (inception.EXTRACTOR_LAYOUT)
 
 
 def _chunk_path(work_dir: pathlib.Path, mode: str, start: int, stop: int) -> pathlib.Path:
