@@ -103,6 +103,7 @@ class EvalConfig:
     allow_is_download: bool
     grid_size: int
     bootstrap_samples: int
+    clean_fid: bool
 
 
 @dataclass(frozen=True)

@@ -382,6 +382,9 @@ def report(record_paths, tables_dir, plots_dir, grids=(), stage1_paths=(), refer
     if "is_missing" in frame and frame["is_missing"].notna().any():
         is_note = f"IS missing: {frame['is_missing'].dropna().iloc[0]}"
     scored = frame[frame["status"] == "ok"]
+    if "clean_fid" in frame and not scored.empty and scored["clean_fid"].isna().all():  # eval.clean_fid: false
+        frame = frame.drop(columns="clean_fid")
+        is_note = f"clean-FID off (eval.clean_fid: false). {is_note}"
     extractor = ""
     if not scored.empty:
         first = scored.iloc[0]

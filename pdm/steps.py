@@ -291,7 +291,8 @@ def evaluate_step(cfg: ExperimentConfig, method: str, seed: int, model_dir: str 
                                work_dir=work, identity=ids["sample_id"],
                                # replicates depend on eval.bootstrap_samples (in the identity); the record's interval
                                # is at report.confidence and the report recomputes it from the replicates
-                               bootstrap_samples=cfg.eval.bootstrap_samples, confidence=cfg.report.confidence)
+                               bootstrap_samples=cfg.eval.bootstrap_samples, confidence=cfg.report.confidence,
+                               clean_fid=cfg.eval.clean_fid)
         record.update(storage(Path(model_dir), train_record))
         record.update({k: v for k, v in scores.items() if k not in ("versions", "refstats_versions")},
                       evaluation_device=device, metric_versions=scores.get("versions"),

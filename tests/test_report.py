@@ -86,3 +86,11 @@ def test_efficiency_table_shows_steps_flops_and_seconds_of_every_run(tmp_path):
     assert "Budget (flops), the same for every method: 6e+09 training FLOPs per run" in text
     main = pd.read_csv(tmp_path / "tables" / "main.csv")
     assert not {"steps", "train s", "train TFLOP"} & set(main.columns)  # the main table stays free of costs
+
+
+def test_clean_fid_turned_off_leaves_its_column_out_and_says_so(tmp_path):
+    paths = write(tmp_path, [record("pdm", 0, clean_fid=None), record("ddpm", 0, clean_fid=None)])
+    report(paths, tmp_path / "tables", tmp_path / "plots")
+    main = pd.read_csv(tmp_path / "tables" / "main.csv")
+    assert "clean-FID" not in main.columns and main["FID"].notna().all()
+    assert "clean-FID off (eval.clean_fid: false)" in (tmp_path / "tables" / "main.md").read_text()

@@ -420,8 +420,11 @@ def _inception_score(samples: np.ndarray, weights_path, device, seed: int) -> tu
 
 @uncounted()  # a measurement: never part of a stage-1 FLOP count (LDM's rFID)
 def score_samples(samples_uint8, refstats_path, device="cpu", kid_subset_size=1000, kid_subsets=100, seed=0,
-                  allow_download=False, work_dir=None, identity=None, bootstrap_samples=0, confidence=0.95) -> dict:
+                  allow_download=False, work_dir=None, identity=None, bootstrap_samples=0, confidence=0.95,
+                  clean_fid=True) -> dict:
     """FID, KID, clean-FID (and IS when its weights are present) of samples against reference statistics.
+
+    `clean_fid=False` skips clean-FID (its second Inception pass per image); the record then says None.
 
     Every network runs on `device`. `work_dir` and `identity` make the feature extraction resumable (see
     extract_features); the caller removes `work_dir` once the record is written (remove_feature_chunks).
@@ -440,8 +443,10 @@ def score_samples(samples_uint8, refstats_path, device="cpu", kid_subset_size=10
     feats = extract_features(samples, "torch-fidelity", device=device, work_dir=work_dir, identity=identity)
     fid, frechet = frechet_distance_from_features(feats, ref["feats_torch_fidelity"], "torch-fidelity")
     kid_mean, kid_std = kid_torch_fidelity(feats, ref["feats_torch_fidelity"], subset, kid_subsets, seed)
-    clean_feats = extract_features(samples, "clean", device=device, work_dir=work_dir, identity=identity)
-    clean_fid, _ = frechet_distance_from_features(clean_feats, ref["feats_clean"], "clean")
+    clean = None
+    if clean_fid:
+        clean_feats = extract_features(samples, "clean", device=device, work_dir=work_dir, identity=identity)
+        clean, _ = frechet_distance_from_features(clean_feats, ref["feats_clean"], "clean")
     bootstrap = _bootstrap_fields(feats, ref["feats_torch_fidelity"], int(bootstrap_samples), confidence,
                                   fid, kid_mean)
 
@@ -455,7 +460,7 @@ def score_samples(samples_uint8, refstats_path, device="cpu", kid_subset_size=10
         "kid_mean": kid_mean,
         "kid_std": kid_std,
         "kid_subset_size": subset,
-        "clean_fid": clean_fid,
+        "clean_fid": clean,
         "frechet_trace": frechet,
         "is_mean": is_mean,
         "is_std": is_std,
