@@ -35,9 +35,11 @@ from tqdm.auto import tqdm
 
 from pdm.config import ConfigError, ExperimentConfig
 from pdm.io import atomic_path, read_json
+from pdm.diffusion import make_train_scheduler
 from pdm.methods.base import DataInfo, Method, options_from_yaml
 
 ENCODER_FILE, DECODER_FILE = "encoder.safetensors", "decoder.safetensors"
+RECONSTRUCTION_GRID = "reconstructions.png"
 ENCODER_PARTS, DECODER_PARTS = ("encoder", "quant_conv"), ("post_quant_conv", "decoder")
 NORM_GROUP_CHOICES = (32, 16, 8, 4, 2, 1)
 
@@ -81,6 +83,22 @@ def sample_latents(autoencoder: AutoencoderKL, x: torch.Tensor, generator) -> to
 
 
 @torch.no_grad()
+def latent_channel_stats(autoencoder: AutoencoderKL, dataset, generator, device, batch_size: int = 256):
+    """Per-channel mean and std (C,) of posterior samples over every position of every image (float64 sums)."""
+    total = total_sq = None
+    count = 0
+    for start in range(0, len(dataset), batch_size):
+        x = dataset.to_model_range(torch.arange(start, min(start + batch_size, len(dataset)))).to(device)
+        z = sample_latents(autoencoder, x, generator).double().transpose(0, 1).flatten(1)  # (C, B*h*w)
+        s, sq = z.sum(1).cpu(), (z * z).sum(1).cpu()
+        total, total_sq = (s, sq) if total is None else (total + s, total_sq + sq)
+        count += z.shape[1]
+    mean = total / count
+    var = (total_sq / count - mean * mean).clamp_min(0) * count / max(count - 1, 1)
+    return mean.tolist(), var.sqrt().tolist()
+
+
+@torch.no_grad()
 def latent_std(autoencoder: AutoencoderKL, dataset, generator, device, batch_size: int = 256) -> float:
     """Std of posterior samples over every element of every image of `dataset` (float64 accumulation)."""
     total = total_sq = count = 0.0
@@ -102,6 +120,16 @@ def reconstruct_uint8(autoencoder: AutoencoderKL, dataset, generator, device, ba
         x = dataset.to_model_range(torch.arange(start, min(start + batch_size, len(dataset)))).to(device)
         out.append(to_uint8_images(autoencoder.decode(sample_latents(autoencoder, x, generator)).sample.clamp(-1, 1)))
     return np.concatenate(out)
+
+
+def reconstruction_grid(originals: np.ndarray, reconstructions: np.ndarray, nrow: int = 8, pairs: int = 4):
+    """(uint8 (N, H, W, C), columns) for `save_grid`: up to `pairs` rows of held-out originals, each above the row of
+    their reconstructions."""
+    nrow = min(nrow, len(originals))
+    rows = []
+    for start in range(0, min(len(originals) // nrow, pairs) * nrow, nrow):
+        rows += [originals[start:start + nrow], reconstructions[start:start + nrow]]
+    return np.concatenate(rows), nrow
 
 
 def psnr_uint8(originals: np.ndarray, reconstructions: np.ndarray) -> float:
@@ -142,7 +170,7 @@ class LDM(Method):
     cross_attention = False
     has_stage1 = True
     stage1_options = ("downsample_factor", "latent_channels", "autoencoder_channels", "autoencoder_steps",
-                      "autoencoder_batch_size", "autoencoder_lr", "kl_weight")
+                      "autoencoder_batch_size", "autoencoder_lr", "kl_weight")  # latent_normalization: stage 1 records both
     description = "latent diffusion: stage 1 trains a KL autoencoder (diffusers AutoencoderKL), stage 2 the shared U-Net on its latents"
     options_schema = options_from_yaml("""
     downsample_factor: {type: integer, enum: [1, 2, 4, 8], default: 2, description: "f: latent side = resolution / f"}
@@ -152,6 +180,10 @@ class LDM(Method):
     autoencoder_batch_size: {type: integer, minimum: 1, default: 64}
     autoencoder_lr: {type: number, exclusiveMinimum: 0, default: 0.001, description: "Adam, constant (as LDM)"}
     kl_weight: {type: number, minimum: 0, default: 0.000001, description: "weight of the per-image KL sum against the per-image L1 sum (LDM's pixel + KL loss)"}
+    latent_normalization: {type: string, enum: [channel, global], default: channel, description: "channel: diffusion runs on (z - mean_c) / std_c with each latent channel's mean and std over the training latents (stage 1 measures both); global: LDM's single scale factor 1 / std, no shift"}
+    beta_schedule: {type: [string, "null"], enum: [linear, scaled_linear, squaredcos_cap_v2, null], default: scaled_linear, description: "LDM's own noise schedule (null: diffusion.beta_schedule). LDM samples unclipped latents, so it uses its paper's schedule, whose last step keeps sqrt(abar_T) = 0.068 of the signal (the shared linear 1e-4..0.02 keeps 0.0064 and amplifies eps errors 156x in x0)"}
+    beta_start: {type: [number, "null"], exclusiveMinimum: 0, default: 0.00085, description: "null: diffusion.beta_start"}
+    beta_end: {type: [number, "null"], exclusiveMinimum: 0, maximum: 1, default: 0.012, description: "null: diffusion.beta_end"}
     """)
 
     @classmethod
@@ -181,9 +213,17 @@ class LDM(Method):
         # x0 clipping in the samplers is for images in [-1, 1]; scaled latents have std 1, so clipping them to [-1, 1]
         # would cut a third of their values. LDM (and diffusers' latent pipelines) sample latents unclipped.
         self.diffusion_cfg = dataclasses.replace(self.diffusion_cfg, clip_sample=False)
+        # LDM's own noise schedule (null keeps the shared one). Unclipped latents need a schedule whose last step keeps
+        # some signal: the shared linear 1e-4..0.02 schedule ends at sqrt(abar_T) = 0.0064, so an eps error e becomes an
+        # x0 error of 156 e there; LDM's scaled_linear 0.00085..0.012 ends at 0.068 (15 e).
+        schedule = {k: self.options[k] for k in ("beta_schedule", "beta_start", "beta_end") if self.options[k] is not None}
+        if schedule:
+            self.diffusion_cfg = dataclasses.replace(self.diffusion_cfg, **schedule)
+            self.train_scheduler = make_train_scheduler(self.diffusion_cfg)
         self.autoencoder = build_autoencoder(data.channels, data.resolution, self.options)
         self.autoencoder.requires_grad_(False).eval()
         self.scale_factor: float | None = None
+        self.latent_shift = self.latent_scale = None
         self.stage1_record: dict[str, Any] = {}
 
     def train(self, mode: bool = True):
@@ -252,11 +292,13 @@ class LDM(Method):
         autoencoder.eval()
         train_seconds = time.perf_counter() - started
 
-        # LDM's scale factor: 1 / std of posterior samples, measured on the training split
+        # LDM's scale factor: 1 / std of posterior samples, measured on the training split; and per-channel statistics
         std = latent_std(autoencoder, train_set, torch.Generator(device).manual_seed(seed * 1_000_003 + 29), device)
-        if not std > 0:
-            raise FloatingPointError(f"ldm stage 1: the latents have std {std}; the autoencoder collapsed, "
-                                     "lower methods.ldm.autoencoder_lr or raise autoencoder_steps")
+        channel_mean, channel_std = latent_channel_stats(
+            autoencoder, train_set, torch.Generator(device).manual_seed(seed * 1_000_003 + 29), device)
+        if not (std > 0 and min(channel_std) > 0):
+            raise FloatingPointError(f"ldm stage 1: the latents have std {std} (per channel {channel_std}); the "
+                                     "autoencoder collapsed, lower methods.ldm.autoencoder_lr or raise autoencoder_steps")
         scale_factor = 1.0 / std
         _save_parts(autoencoder, ENCODER_PARTS, out_dir / ENCODER_FILE)
         _save_parts(autoencoder, DECODER_PARTS, out_dir / DECODER_FILE)
@@ -270,10 +312,14 @@ class LDM(Method):
         try:
             compute_reference_stats(originals, scratch / "holdout_refstats.npz", device=device)
             scores = score_samples(reconstructions, scratch / "holdout_refstats.npz", device=device,
-                                   kid_subset_size=cfg.eval.kid_subset_size)
+                                   kid_subset_size=cfg.eval.kid_subset_size, clean_fid=cfg.eval.clean_fid)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         evaluation_seconds = time.perf_counter() - eval_started
+        from pdm.steps import save_grid
+
+        grid, columns = reconstruction_grid(originals, reconstructions)
+        save_grid(out_dir / RECONSTRUCTION_GRID, grid, nrow=columns)
 
         side = info.resolution // options["downsample_factor"]
         return {
@@ -286,6 +332,10 @@ class LDM(Method):
             "training_only_files": [ENCODER_FILE],
             "scale_factor": scale_factor,
             "latent_std": std,
+            "latent_normalization": options["latent_normalization"],
+            "latent_channel_mean": channel_mean,
+            "latent_channel_std": channel_std,
+            "reconstruction_grid": RECONSTRUCTION_GRID,
             "rfid": scores["fid"],
             "rkid": scores["kid_mean"],
             "rclean_fid": scores["clean_fid"],
@@ -319,22 +369,34 @@ class LDM(Method):
         self.autoencoder.requires_grad_(False).eval()
         self.scale_factor = float(record["scale_factor"])
         self.stage1_record = record
+        channels = self.latent_channels
+        if self.options["latent_normalization"] == "channel":
+            if len(record.get("latent_channel_std") or ()) != channels:
+                raise ValueError(f"{stage1_dir / 'stage1.json'} has no per-channel latent statistics for {channels} "
+                                 "channels (made by an older stage 1?); re-run LDM's stage 1")
+            mean, std = record["latent_channel_mean"], record["latent_channel_std"]
+        else:  # LDM's single scale factor, no shift
+            mean, std = [0.0] * channels, [1.0 / self.scale_factor] * channels
+        self.latent_shift = torch.tensor(mean, dtype=torch.float32).view(1, channels, 1, 1)
+        self.latent_scale = torch.tensor(std, dtype=torch.float32).view(1, channels, 1, 1)
 
-    def _scale(self) -> float:
+    def _normalization(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(shift, scale) with shape (1, C, 1, 1): diffusion runs on (z - shift) / scale."""
         if self.scale_factor is None:
             raise RuntimeError("ldm: the autoencoder is not loaded; call prepare(stage1_dir) (load_stage1) first")
-        return self.scale_factor
+        return self.latent_shift.to(like.device), self.latent_scale.to(like.device)
 
     # --- the latent space ------------------------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """scale_factor * z, z ~ q(z | x0) drawn from `generator` (the global RNG when None)."""
-        scale = self._scale()
-        return sample_latents(self.autoencoder, x0.float(), generator).float() * scale
+        """(z - shift) / scale, z ~ q(z | x0) drawn from `generator` (the global RNG when None); shift and scale are
+        per channel (latent_normalization: channel) or 0 and 1 / scale_factor (global, LDM's scale factor)."""
+        shift, scale = self._normalization(x0)
+        return (sample_latents(self.autoencoder, x0.float(), generator).float() - shift) / scale
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        scale = self._scale()
-        return self.autoencoder.decode(latents.float() / scale).sample.clamp(-1, 1)
+        shift, scale = self._normalization(latents)
+        return self.autoencoder.decode(latents.float() * scale + shift).sample.clamp(-1, 1)
 
     def sampling_modules(self):
         """The U-Net and the frozen decoder (post_quant_conv + decoder): what generation runs."""
@@ -348,7 +410,9 @@ class LDM(Method):
             "latent_channels": self.latent_channels,
             "latent_shape": f"{self.latent_channels}x{self.latent_size}x{self.latent_size}",
             "scale_factor": self.scale_factor,
+            "latent_normalization": self.options["latent_normalization"],
             "clip_sample": self.diffusion_cfg.clip_sample,
+            "beta_schedule": f"{self.diffusion_cfg.beta_schedule} {self.diffusion_cfg.beta_start:g}..{self.diffusion_cfg.beta_end:g}",
             "autoencoder_rfid": s.get("rfid"),
             "autoencoder_psnr": s.get("psnr"),
             "autoencoder_parameters": sum(p.numel() for p in self.autoencoder.parameters()),

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from baselines.ldm import LDM, autoencoder_loss, build_autoencoder, latent_std, norm_groups
+from baselines.ldm import LDM, autoencoder_loss, build_autoencoder, latent_channel_stats, latent_std, norm_groups
 from pdm.config import ConfigError
 from pdm.data import BatchStream, load_dataset
 from pdm.methods.base import DataInfo
@@ -63,17 +63,22 @@ def test_a_few_steps_reduce_reconstruction_error(make_cfg):
     assert after < 0.7 * before, (before, after)
 
 
-def test_scaled_latents_have_unit_std(make_cfg):
+def test_normalised_latents_have_zero_mean_and_unit_std_per_channel(make_cfg):
     cfg = ldm_cfg(make_cfg)
     data = load_dataset(cfg.data)
     torch.manual_seed(0)
     method = LDM(cfg, DataInfo.of(data))
-    std = latent_std(method.autoencoder, data, torch.Generator().manual_seed(3), "cpu", batch_size=16)
-    method.scale_factor = 1.0 / std
+    mean, std = latent_channel_stats(method.autoencoder, data, torch.Generator().manual_seed(3), "cpu")
+    assert len(mean) == len(std) == cfg.methods["ldm"]["latent_channels"] and min(std) > 0
+    method.scale_factor = 1.0  # what prepare() sets up from stage1.json, by hand
+    method.latent_shift, method.latent_scale = (torch.tensor(v).view(1, -1, 1, 1) for v in (mean, std))
     x = data.to_model_range(torch.arange(len(data)))
-    same_draws = method.encode(x, torch.Generator().manual_seed(3))  # one batch: the same noise as the measurement
-    assert same_draws.std().item() == pytest.approx(1.0, abs=1e-3)
-    assert method.encode(x, torch.Generator().manual_seed(4)).std().item() == pytest.approx(1.0, abs=0.05)
+    z = method.encode(x, torch.Generator().manual_seed(3)).transpose(0, 1).flatten(1)  # same draws as the measurement
+    assert torch.allclose(z.mean(1), torch.zeros(len(mean)), atol=1e-3)
+    assert torch.allclose(z.std(1), torch.ones(len(mean)), atol=1e-3)
+    round_trip = method.decode(method.encode(x, torch.Generator().manual_seed(3)))
+    plain = method.autoencoder.decode(method.autoencoder.encode(x).latent_dist.sample(torch.Generator().manual_seed(3)))
+    assert torch.allclose(round_trip, plain.sample.clamp(-1, 1), atol=1e-5)  # decode undoes the normalisation
 
 
 def fast_frechet(mu1, sigma1, mu2, sigma2):
@@ -94,7 +99,8 @@ def test_stage1_end_to_end_then_the_harness(make_cfg, tmp_path, monkeypatch):
     stage1_dir = tmp_path / "stage1"
     record = stage1_step(cfg, "ldm", 0, stage1_dir)
 
-    assert sorted(p.name for p in stage1_dir.iterdir()) == ["decoder.safetensors", "encoder.safetensors", "stage1.json"]
+    assert sorted(p.name for p in stage1_dir.iterdir()) == ["decoder.safetensors", "encoder.safetensors", "reconstructions.png",
+                                                            "stage1.json"]
     assert json.loads((stage1_dir / "stage1.json").read_text())["scale_factor"] == record["scale_factor"]
     assert record["scale_factor"] > 0 and record["psnr"] > 0 and np.isfinite(record["rfid"])
     assert np.isfinite(record["rkid"]) and np.isfinite(record["rclean_fid"])
