@@ -177,9 +177,11 @@ def test_a_sweep_inside_a_training_experiment_follows_its_training(tmp_path):
     run = _snakemake(tmp_path, REPO / "config" / "ci.yaml", "--dry-run", "--config",
                      "sweep={samplers: [ddim, ddpm], steps: [3], methods: [pdm]}", "train={snapshots: [0.5]}")
     plan = planned_jobs(run)
-    assert plan["train"] == 5 and plan["sample_sweep"] == plan["evaluate_sweep"] == 2 and plan["sweep_report"] == 1
+    methods = len(yaml.safe_load((REPO / "config" / "ci.yaml").read_text())["methods"])  # one seed each
+    assert plan["train"] == methods and plan["sample_sweep"] == plan["evaluate_sweep"] == 2
+    assert plan["sweep_report"] == 1
     # the snapshot is the train job's output; the final point of the curve is the main evaluation's record
-    assert plan["sample_snapshot"] == plan["evaluate_snapshot"] == 5 and plan["training_curve"] == 1
+    assert plan["sample_snapshot"] == plan["evaluate_snapshot"] == methods and plan["training_curve"] == 1
     assert "results/ci/models/pdm/seed0/snapshots/0.5" in run.stdout + run.stderr
 
 
