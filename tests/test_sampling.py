@@ -39,6 +39,26 @@ def test_sampler_steps_follow_the_requested_count(sampler):
     assert len(scheduler.timesteps) == 10
 
 
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpmpp"])
+@pytest.mark.parametrize("clip", [True, False])
+def test_clip_sample_bounds_every_sampler(sampler, clip):
+    """clip_sample means the same for all three samplers: x0 predictions clipped to [-1, 1].
+
+    A denoiser that predicts eps = 0 claims x0 = x_t / sqrt(abar_t), ~157x x_T at t = T-1. With clipping every sampler
+    must end inside [-1, 1] (DPM-Solver++ through diffusers' thresholding); without it the prediction runs away.
+    """
+    from pdm.sampling import run_sampler
+
+    scheduler = make_sampler(sampler, DiffusionConfig(**{**SCHEDULE.__dict__, "clip_sample": clip}))
+    x_T = torch.randn(4, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    generators = [torch.Generator().manual_seed(i) for i in range(4)]
+    x0 = run_sampler(lambda x, t: torch.zeros_like(x), scheduler, x_T, 10, generators)
+    if clip:
+        assert x0.abs().max().item() <= 1.0 + 1e-5
+    else:
+        assert x0.abs().max().item() > 10.0
+
+
 @pytest.mark.parametrize("name,sampler", [("ddpm", "ddim"), ("ddpm", "ddpm"), ("pdm", "ddpm"), ("spdm", "ddim")])
 def test_image_depends_on_its_seed_only(make_cfg, name, sampler):
     cfg = make_cfg()
