@@ -310,7 +310,8 @@ class LDM(Method):
         reconstructions = reconstruct_uint8(autoencoder, holdout, torch.Generator(device).manual_seed(seed * 1_000_003 + 31), device)
         scratch = Path(tempfile.mkdtemp(prefix=".holdout-", dir=out_dir))
         try:
-            compute_reference_stats(originals, scratch / "holdout_refstats.npz", device=device)
+            compute_reference_stats(originals, scratch / "holdout_refstats.npz", device=device,
+                                    clean_fid=cfg.eval.clean_fid)
             scores = score_samples(reconstructions, scratch / "holdout_refstats.npz", device=device,
                                    kid_subset_size=cfg.eval.kid_subset_size, clean_fid=cfg.eval.clean_fid)
         finally:

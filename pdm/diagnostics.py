@@ -31,12 +31,11 @@ LOG_LINE = re.compile(r"\bstep (\d+) lr \S+ (.*)$")  # pdm.trainer: "step N lr X
 
 # --- pure functions ----------------------------------------------------------------------------------------------
 @torch.no_grad()
-def features(method, dataset, device="cpu", batch_size: int = 256) -> torch.Tensor:
+def features(method, dataset, batch_size: int = 256) -> torch.Tensor:
     """f_phi(x_0) of every training image, in dataset order, with f_phi in eval mode (BatchNorm running stats)."""
     was_training = method.f_phi.training
     method.f_phi.eval()
-    parts = [method.f_phi(dataset.to_model_range(torch.arange(s, min(s + batch_size, len(dataset)))).to(device)).cpu()
-             for s in range(0, len(dataset), batch_size)]
+    parts = [z.cpu() for z, _ in method.training_set_features(dataset, batch_size)]  # on the method's device
     method.f_phi.train(was_training)
     return torch.cat(parts)  # (N, d)
 
@@ -205,7 +204,7 @@ def diagnose(cfg, method: str, seed: int, model_dir: str | Path, out_dir: str | 
     dataset = load_dataset(cfg.data)
     labels = dataset.labels.long() if dataset.labels is not None else None
 
-    z = features(model, dataset, device)  # (N, d)
+    z = features(model, dataset)  # (N, d)
     prototypes = model.bank.prototypes.detach().cpu()  # (K, d)
     k = prototypes.shape[0]
     nearest = nearest_prototype(z, prototypes).numpy()  # (N,) PDM's rule with the final weights

@@ -129,7 +129,8 @@ def refstats_identity(cfg) -> str:
     from pdm.metrics.inception import EXTRACTOR_LAYOUT, EXTRACTOR_TENSORS_SHA256
 
     data = {k: v for k, v in cfg.resolved["data"].items() if k != "hflip"}  # flips are a training augmentation
-    return digest({"stage": "refstats", "data": data, "num_real": cfg.eval.num_real,
+    # clean_fid: whether the file holds the clean-FID features too (a second Inception pass per image)
+    return digest({"stage": "refstats", "data": data, "num_real": cfg.eval.num_real, "clean_fid": cfg.eval.clean_fid,
                    "extractor": EXTRACTOR, "extractor_tensors_sha256": EXTRACTOR_TENSORS_SHA256,
                    "extractor_layout": EXTRACTOR_LAYOUT})
 

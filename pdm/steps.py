@@ -206,7 +206,7 @@ def refstats_step(cfg: ExperimentConfig, out_path: str | Path) -> dict:
     device = setup_job(cfg)
     work = out_path.with_name(out_path.name + ".work")
     metadata = compute_reference_stats(reference_images(cfg), out_path, device=device, work_dir=work,
-                                       identity=refstats_identity(cfg))
+                                       identity=refstats_identity(cfg), clean_fid=cfg.eval.clean_fid)
     shutil.rmtree(work, ignore_errors=True)
     return metadata
 

@@ -133,7 +133,12 @@ class _Run:
         device = self.accelerator.device
         self.flops_per_step = training_step_flops(
             self.method, (x0.to(device), labels.to(device) if labels is not None else None, index.to(device)))
-        self.optimizer = torch.optim.AdamW(self.trainable, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+        # One fused kernel per parameter group (CPU and CUDA): the same AdamW update, ~8% less time per step on the
+        # default's small U-Net on a 2-core CPU (pytorch foreach: 49.9 vs 46 ms, PDM 69.5 vs 64 ms, README). Same for
+        # every method, so it changes no comparison; the last bits of the update differ from the foreach kernel.
+        fused = device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay,
+                                           fused=fused)
         self.ema = EMAModel(self.trainable, decay=tc.ema_decay) if tc.ema_decay is not None else None
         self.model, self.optimizer = self.accelerator.prepare(self.method, self.optimizer)
 

@@ -1,5 +1,6 @@
 """LDM: the KL autoencoder (shapes, training, latent scale), stage 1 end to end, the frozen autoencoder in the harness."""
 
+import dataclasses
 import json
 import shutil
 
@@ -84,6 +85,29 @@ def test_normalised_latents_have_zero_mean_and_unit_std_per_channel(make_cfg):
 def fast_frechet(mu1, sigma1, mu2, sigma2):
     """Stand-in for the 2048x2048 matrix square roots (a minute on a busy CPU): a finite distance of the statistics."""
     return float(((mu1 - mu2) ** 2).sum() + abs(np.trace(sigma1) - np.trace(sigma2)))
+
+
+def test_ldm_samples_unclipped_latents_on_its_own_schedule(make_cfg):
+    """The x0 amplification 1 / sqrt(abar_T) was 156 on the shared linear schedule (samples drifted to latent std 13);
+    LDM's scaled_linear 0.00085..0.012 keeps it near 15, without x0 clipping; other methods keep the shared schedule."""
+    from pdm.diffusion import make_sampler
+    from pdm.methods.registry import get_method_class
+
+    cfg = ldm_cfg(make_cfg, num_train_timesteps=1000)
+    method = LDM(cfg, DataInfo(1, 16, 10))
+    assert (method.diffusion_cfg.beta_schedule, method.diffusion_cfg.beta_start, method.diffusion_cfg.beta_end) == (
+        "scaled_linear", 0.00085, 0.012)
+    assert 0.05 < method.train_scheduler.alphas_cumprod[-1].sqrt().item() < 0.08
+    for name in ("ddpm", "ddim"):
+        sampler = make_sampler(name, method.diffusion_cfg)
+        assert not sampler.config.clip_sample and sampler.config.beta_schedule == "scaled_linear"
+    ddpm_cfg = make_cfg({})  # the other methods keep the shared schedule
+    assert get_method_class("ddpm")(ddpm_cfg, DataInfo(1, 16, 10)).diffusion_cfg == ddpm_cfg.diffusion_for("ddpm")
+    assert cfg.diffusion.beta_schedule == "linear"
+    shared = LDM(ldm_cfg(make_cfg, beta_schedule=None, beta_start=None, beta_end=None, num_train_timesteps=1000),
+                 DataInfo(1, 16, 10))
+    assert shared.diffusion_cfg == dataclasses.replace(cfg.diffusion_for("ldm"), clip_sample=False)
+    assert shared.train_scheduler.alphas_cumprod[-1].sqrt().item() < 0.01  # the shared linear schedule: 0.0064
 
 
 def test_stage1_end_to_end_then_the_harness(make_cfg, tmp_path, monkeypatch):

@@ -113,6 +113,20 @@ def test_fid_of_a_set_against_itself_is_zero(self_scores, refstats_a):
     assert not np.allclose(ref["feats_clean"], ref["feats_torch_fidelity"], atol=1e-3)
 
 
+def test_refstats_without_clean_features_score_fid_and_refuse_clean_fid(real_sets, refstats_a, tmp_path):
+    """eval.clean_fid: false makes reference statistics with one Inception pass per image (torch-fidelity mode only):
+    the same FID as from a two-mode file, and a clear refusal when clean-FID is asked of it."""
+    path = tmp_path / "legacy_only.npz"
+    metadata = scores.compute_reference_stats(real_sets[0], path, clean_fid=False)
+    assert metadata["modes"] == ["torch-fidelity"] and refstats_a[1]["modes"] == ["torch-fidelity", "clean"]
+    _, arrays = scores.load_reference_stats(path)
+    assert "feats_clean" not in arrays and arrays["feats_torch_fidelity"].shape == (N_PER_SET, 2048)
+    one, both = (scores.score_samples(real_sets[1], p, kid_subsets=5, clean_fid=False) for p in (path, refstats_a[0]))
+    assert one["fid"] == both["fid"] and one["clean_fid"] is None
+    with pytest.raises(ValueError, match="no clean-FID features.*eval.clean_fid"):
+        scores.score_samples(real_sets[1], path, kid_subsets=5, clean_fid=True)
+
+
 def test_fid_orders_real_blurred_noise(real_sets, refstats_a):
     a_path, _ = refstats_a
     _, ref = scores.load_reference_stats(a_path)

@@ -107,18 +107,23 @@ class PDM(Method):
         return self.token(chosen, t), aux, {"loss_prototype": aux, **{f"loss_{k}": v for k, v in parts.items()},
                                             "assignment_entropy": entropy, "prototypes_in_batch": distinct}
 
+    def training_set_features(self, dataset, batch_size: int):
+        """(f_phi(x_0), labels) of the training set in dataset order, `batch_size` images at a time (call in eval mode,
+        under no_grad)."""
+        device = self.bank.usage_counts.device
+        for start in range(0, len(dataset), batch_size):
+            index = torch.arange(start, min(start + batch_size, len(dataset)))
+            labels = dataset.labels[index].to(device) if dataset.labels is not None else None
+            yield self.f_phi(dataset.to_model_range(index).to(device)), labels
+
     @torch.no_grad()
     def finalize(self, dataset) -> None:
         """Count prototype usage on the training set with the final weights (f_phi in eval mode)."""
         was_training = self.training
         self.eval()
-        device = self.bank.usage_counts.device
         counts = torch.zeros_like(self.bank.usage_counts)
-        for start in range(0, len(dataset), 256):
-            index = torch.arange(start, min(start + 256, len(dataset)))
-            labels = dataset.labels[index].to(device) if dataset.labels is not None else None
-            assigned = self.assign(self.f_phi(dataset.to_model_range(index).to(device)), labels)
-            counts += torch.bincount(assigned, minlength=len(counts)).to(counts.dtype)
+        for z, labels in self.training_set_features(dataset, 256):
+            counts += torch.bincount(self.assign(z, labels), minlength=len(counts)).to(counts.dtype)
         self.bank.usage_counts.copy_(counts)
         self.train(was_training)
 

@@ -69,13 +69,10 @@ class BalancedPDM(PDM):
         """usage_counts = the equal-partition assignment of the training set (the tokens' training frequencies)."""
         was_training = self.training
         self.eval()
-        device = self.bank.usage_counts.device
         counts = torch.zeros_like(self.bank.usage_counts)
         nearest_counts = torch.zeros_like(counts)
-        step = self.cfg.train.batch_size
-        for start in range(0, len(dataset), step):
-            index = torch.arange(start, min(start + step, len(dataset)))
-            z = self.f_phi(dataset.to_model_range(index).to(device))  # (b, d)
+        # training batches' size: the equal partition is over a batch, as in training
+        for z, _ in self.training_set_features(dataset, self.cfg.train.batch_size):
             counts += torch.bincount(self.train_assign(z, None), minlength=len(counts)).to(counts.dtype)
             nearest_counts += torch.bincount(self.assign(z, None), minlength=len(counts)).to(counts.dtype)
         self.bank.usage_counts.copy_(counts)

@@ -310,15 +310,19 @@ REFSTATS_FIX = "delete it and recompute it (`pdm-bench refstats ...` or rerun sn
 
 
 @uncounted()  # a measurement: never part of a stage-1 FLOP count (LDM's rFID)
-def compute_reference_stats(images_uint8, out_path, device="cpu", work_dir=None, identity=None) -> dict:
-    """Write features (both modes), mu/sigma and metadata of the real images to an .npz atomically.
+def compute_reference_stats(images_uint8, out_path, device="cpu", work_dir=None, identity=None,
+                            clean_fid: bool = True) -> dict:
+    """Write features, mu/sigma and metadata of the real images to an .npz atomically.
 
+    Both modes by default; `clean_fid=False` writes the torch-fidelity mode only (one Inception pass per image instead
+    of two), and the metadata's `modes` says so: scoring clean-FID against such a file is refused.
     `work_dir` and `identity` make the feature extraction resumable (see extract_features); the caller removes
     `work_dir` once the file is written (remove_feature_chunks).
     """
     images = _validate_images(images_uint8, "reference images")
+    modes = MODES if clean_fid else ("torch-fidelity",)
     arrays = {}
-    for mode in MODES:
+    for mode in modes:
         feats = extract_features(images, mode, device=device, work_dir=work_dir, identity=identity)
         mu, sigma = feature_stats(feats)
         key = _KEYS[mode]
@@ -326,7 +330,7 @@ def compute_reference_stats(images_uint8, out_path, device="cpu", work_dir=None,
     metadata = {"format": REFSTATS_FORMAT, "extractor": inception.EXTRACTOR_NAME,
                 "extractor_tensors_sha256": inception.extractor_identity(), "versions": versions(),
                 "num_images": int(images.shape[0]), "image_shape": [int(s) for s in images_uint8.shape[1:]],
-                "identity": identity}  # the caller's refstats identity (pdm.identity), checked by the evaluation
+                "modes": list(modes), "identity": identity}  # the caller's refstats identity (pdm.identity), checked by the evaluation
     with atomic_path(out_path) as tmp, open(tmp, "wb") as fh:  # a file object: np.savez adds no second ".npz"
         np.savez(fh, metadata=np.array(json.dumps(metadata)), **arrays)
     return metadata
@@ -360,7 +364,8 @@ def _read_refstats(path: pathlib.Path) -> tuple[dict, dict]:
             metadata = json.loads(str(data["metadata"]))
             if not isinstance(metadata, dict):
                 raise _NotRefstats("its metadata is not a JSON object")
-            wanted = [f"{p}_{_KEYS[m]}" for p in ("feats", "mu", "sigma") for m in MODES]
+            modes = _refstats_modes(metadata)
+            wanted = [f"{p}_{_KEYS[m]}" for p in ("feats", "mu", "sigma") for m in modes]
             missing = [k for k in wanted if k not in data.files]
             if missing:
                 raise _NotRefstats(f"missing arrays {missing}")
@@ -372,7 +377,7 @@ def _read_refstats(path: pathlib.Path) -> tuple[dict, dict]:
                 f"a damaged member: {_short(exc)}"
             raise _NotRefstats(reason) from None
     n = metadata.get("num_images")
-    for mode in MODES:
+    for mode in modes:
         key = _KEYS[mode]
         shapes = {f"feats_{key}": (n, FEATURE_DIM), f"mu_{key}": (FEATURE_DIM,),
                   f"sigma_{key}": (FEATURE_DIM, FEATURE_DIM)}
@@ -381,6 +386,14 @@ def _read_refstats(path: pathlib.Path) -> tuple[dict, dict]:
                 raise _NotRefstats(f"{name} has shape {arrays[name].shape} and dtype {arrays[name].dtype}, "
                                    f"expected {shape} float64")
     return metadata, arrays
+
+
+def _refstats_modes(metadata: dict) -> tuple[str, ...]:
+    """The feature modes a refstats file holds: its `modes` (files written before it existed hold both)."""
+    modes = tuple(metadata.get("modes", MODES))
+    if "torch-fidelity" not in modes or not set(modes) <= set(MODES):
+        raise _NotRefstats(f"its metadata lists feature modes {list(modes)}; expected torch-fidelity and optionally clean")
+    return modes
 
 
 def load_reference_stats(path) -> tuple[dict, dict]:
@@ -445,6 +458,10 @@ def score_samples(samples_uint8, refstats_path, device="cpu", kid_subset_size=10
     kid_mean, kid_std = kid_torch_fidelity(feats, ref["feats_torch_fidelity"], subset, kid_subsets, seed)
     clean = None
     if clean_fid:
+        if "feats_clean" not in ref:
+            raise ValueError(f"{refstats_path} holds no clean-FID features (made with eval.clean_fid: false); remake "
+                             "the reference statistics with clean-FID on (snakemake does this when eval.clean_fid is "
+                             "true), or score with clean_fid=False")
         clean_feats = extract_features(samples, "clean", device=device, work_dir=work_dir, identity=identity)
         clean, _ = frechet_distance_from_features(clean_feats, ref["feats_clean"], "clean")
     bootstrap = _bootstrap_fields(feats, ref["feats_torch_fidelity"], int(bootstrap_samples), confidence,
