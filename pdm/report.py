@@ -359,7 +359,8 @@ def stage1_tables(stage1_paths, tables_dir: Path) -> list[str]:
         rows = pd.DataFrame([r for r in records if r.get("method") == method])
         if rows.empty:
             continue
-        notes = {"autoencoder": "Reconstructions of held-out images (never trained on); LDM's FID cannot beat its rFID.",
+        notes = {"autoencoder": "Reconstructions of held-out images (never trained on); rFID is roughly a floor for "
+                                "LDM's FID (other reference images: held-out here, training images there).",
                  "retrieval": "The database and index are RDM's external memory; their build time counts in its cost."}
         write_table(summarise(rows, columns), tables_dir / name, notes[name])
         written.append(name)
