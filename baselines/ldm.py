@@ -329,6 +329,7 @@ class LDM(Method):
             "evaluation_seconds": evaluation_seconds,
             "device": device,
             "sampling_files": [DECODER_FILE],
+            "training_only_files": [ENCODER_FILE],
             "external_files": [],
             "training_only_files": [ENCODER_FILE],
             "scale_factor": scale_factor,

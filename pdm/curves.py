@@ -158,7 +158,7 @@ def sweep_report(record_paths, tables_dir, plots_dir, confidence: float = 0.95) 
     table = _point_rows_by_steps(frame, extra, confidence)
     differs = table[(table["NFE"] != table["steps"]) & table["NFE"].notna()]
     nfe_note = ("NFE = denoiser network evaluations per image; it equals the step count for every row here "
-                "(DDIM, DDPM and DPM-Solver++ 2M evaluate the U-Net once per step; no method uses guidance)."
+                "(DDIM, DDPM and DPM-Solver++ 2M evaluate the U-Net once per step; no method here uses guidance)."
                 if differs.empty else "NFE = denoiser network evaluations per image; it differs from the step "
                 f"count for {', '.join(sorted(set(differs['method'] + '/' + differs['sampler'])))}.")
     _write(table, Path(tables_dir) / "sweep", f"{nfe_note} {_note(frame, confidence)}")

@@ -224,8 +224,9 @@ def check_refstats_identity(cfg: ExperimentConfig, refstats: str | Path) -> None
 def storage(model_dir: Path, train_record: dict) -> dict:
     """Bytes on disk: weights needed to generate, training-only weights, and external memory (RDM's database).
 
-    Stage-1 files count as weights when generation needs them (LDM's autoencoder) and as external memory when they
-    are a database, an index or a frozen encoder (RDM).
+    Stage-1 files count as weights when generation needs them (LDM's decoder), as external memory when they are a
+    database, an index or a frozen encoder (RDM), and as training-only when only training needed them (LDM's encoder,
+    ProtoDiffusion's prototype classifier).
     """
     from pdm.checkpoint import weights_dir
 
@@ -234,10 +235,11 @@ def storage(model_dir: Path, train_record: dict) -> dict:
     stage1, stage1_dir = train_record.get("stage1") or {}, Path(train_record.get("stage1_dir") or ".")
     stage1_weights = sum((stage1_dir / f).stat().st_size for f in stage1.get("sampling_files", []))
     external_bytes = sum((stage1_dir / f).stat().st_size for f in stage1.get("external_files", []))
+    stage1_training_only = sum((stage1_dir / f).stat().st_size for f in stage1.get("training_only_files", []))
     return {
         "weights_bytes": sum(v for k, v in sizes.items() if not sampling or k in sampling) + stage1_weights,
         "stage1_weights_bytes": stage1_weights,
-        "training_only_bytes": sum(v for k, v in sizes.items() if sampling and k not in sampling),
+        "training_only_bytes": sum(v for k, v in sizes.items() if sampling and k not in sampling) + stage1_training_only,
         "prototype_bank_bytes": sizes.get("prototypes", 0),
         "external_memory_bytes": external_bytes,
     }

@@ -31,14 +31,15 @@ def curve_fractions(cfg: ExperimentConfig) -> list[str]:
 def network_evaluations(cfg: ExperimentConfig, method: str, sampler: str, steps: int) -> int:
     """Denoiser network evaluations per image: the sampler's timesteps (diffusers decides them; DDPM, DDIM and
     DPM-Solver++ 2M call the model once per step) times the U-Net calls of one denoiser call (1 for every method
-    here: no guidance; a method whose denoiser calls its network more often declares `network_evaluations_per_step`).
+    without guidance, 2 under classifier-free guidance: the method's `evaluations_per_step(options)`).
     LDM's single decoder pass per image and RDM's retrieval are not denoiser evaluations and are not counted."""
     from pdm.diffusion import make_sampler
     from pdm.methods.registry import get_method_class
 
     scheduler = make_sampler(sampler, cfg.diffusion_for(method))
     scheduler.set_timesteps(int(steps))
-    return len(scheduler.timesteps) * int(getattr(get_method_class(method), "network_evaluations_per_step", 1))
+    per_step = get_method_class(method).evaluations_per_step(cfg.method_options(method))
+    return len(scheduler.timesteps) * int(per_step)
 
 
 def read_snapshot(cfg: ExperimentConfig, method: str, seed: int, model_dir: str | Path, fraction: float) -> dict:

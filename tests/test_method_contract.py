@@ -22,6 +22,7 @@ TINY_OPTIONS = {  # small enough that every stage 1 runs in seconds
     "pdm": {"num_prototypes": 4},
     "ldm": {"autoencoder_channels": [8, 16], "latent_channels": 2, "autoencoder_batch_size": 8, "autoencoder_steps": 4},
     "rdm": {"encoder_resolution": 32, "encoder_batch_size": 16, "k": 2},
+    "protodiffusion": {"prototype_dim": 8, "classifier_steps": 3, "classifier_batch_size": 8},
 }
 SEED, STEPS = 3, 3
 

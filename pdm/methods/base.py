@@ -5,6 +5,7 @@ into the config schema at load time, so configs are validated against it), its n
 
     context(x0, labels, t, generator, index) -> (tokens, aux_loss, logs)   training-time conditioning
     sampling_context(generators, device) -> tokens_for(t)                 generation-time conditioning, per image
+    denoiser(generators, device) -> denoise(x_t, t)   only to change the denoiser (classifier-free guidance)
     run_stage1(cfg, seed, out_dir)  stage 1 as its own workflow job (an autoencoder, a retrieval database + index)
     prepare(stage1_dir)        load the frozen stage-1 outputs, before training and before sampling
     finalize(dataset)          after training, e.g. prototype usage frequencies on the training set
@@ -64,6 +65,8 @@ class Method(nn.Module):
     name: ClassVar[str]
     conditioning: ClassVar[str] = "none"
     cross_attention: ClassVar[bool] = False
+    # Conditions through the U-Net's class-embedding input (a (B, E) vector added to the time embedding) instead.
+    class_embedding: ClassVar[bool] = False
     has_stage1: ClassVar[bool] = False
     # Trains on class labels (s-PDM): the preflight refuses a dataset without them before any job starts.
     needs_labels: ClassVar[bool] = False
@@ -88,7 +91,8 @@ class Method(nn.Module):
         self.options: Mapping[str, Any] = cfg.method_options(self.name)
         self.diffusion_cfg = cfg.diffusion_for(self.name)
         self.train_scheduler = make_train_scheduler(self.diffusion_cfg)
-        self.unet = ConditionedUNet(cfg.model, self.latent_channels, self.latent_size, self.cross_attention)
+        self.unet = ConditionedUNet(cfg.model, self.latent_channels, self.latent_size, self.cross_attention,
+                                    self.class_embedding)
 
     # --- things a subclass may override -----------------------------------------------------------------------
     @classmethod
@@ -133,6 +137,17 @@ class Method(nn.Module):
     def sampling_context(self, generators: list[torch.Generator], device) -> Callable[[torch.Tensor], torch.Tensor | None]:
         """Per-image conditioning for generation: returns tokens_for(t). Draws only from each image's generator."""
         return lambda t: None
+
+    def denoiser(self, generators: list[torch.Generator], device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """denoise(x_t, t) -> eps for the samplers: the U-Net under this method's sampling conditioning. A method
+        with classifier-free guidance returns pdm.guidance.guided_denoiser here; the sampling loop never knows."""
+        tokens_for = self.sampling_context(generators, device)
+        return lambda x_t, t: self.unet(x_t, t, tokens_for(t))
+
+    @classmethod
+    def evaluations_per_step(cls, options: Mapping[str, Any]) -> int:
+        """U-Net evaluations per image in one denoiser call (2 under classifier-free guidance), for NFE."""
+        return 1
 
     def encode(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Image -> the space diffusion runs in (identity; LDM's autoencoder latents, drawn with `generator`)."""
@@ -190,11 +205,7 @@ class Method(nn.Module):
         for chunk in batched(list(seeds), batch_size):
             generators = image_generators(chunk)
             x_T = initial_noise(shape, generators, device)  # first draw of every image's generator
-            tokens_for = self.sampling_context(generators, device)  # then its conditioning draws
-
-            def denoise(x_t, t):
-                return self.unet(x_t, t, tokens_for(t))
-
+            denoise = self.denoiser(generators, device)  # then its conditioning draws
             scheduler = make_sampler(sampler, self.diffusion_cfg)
             latents = run_sampler(denoise, scheduler, x_T, steps, generators, eta)
             chunks.append(to_uint8_images(self.decode(latents)))

@@ -13,6 +13,7 @@ METHODS: dict[str, str] = {
     "pdm_balanced": "pdm.methods.pdm_balanced:BalancedPDM",  # extension beyond the paper (an ablation of ours)
     "ddpm": "baselines.ddpm:DDPM",
     "cddpm": "baselines.cddpm:ClassConditionalDDPM",
+    "protodiffusion": "baselines.protodiffusion:ProtoDiffusion",
     "ldm": "baselines.ldm:LDM",
     "rdm": "baselines.rdm:RDM",
 }

@@ -1,0 +1,60 @@
+"""Classifier-free guidance (Ho & Salimans 2022) as pieces a labelled method composes; the sampling loop never knows.
+
+Training drops each image's label with probability p (to a null class), so one network learns eps(x_t, t, y) and
+eps(x_t, t, null). Generation combines both predictions with weight w, in the convention of ProtoDiffusion's
+reference code (github.com/ituvisionlab/ProtoDiffusion, `diffusion.py`) and of Ho & Salimans' Eq. 6:
+    eps_guided = (1 + w) * eps(x_t, t, y) - w * eps(x_t, t, null)
+so w = 0 is the plain conditional model (then the null pass is skipped: one network evaluation per step, not two).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+Context = Callable[[torch.Tensor], torch.Tensor]  # t -> conditioning (tokens or class embedding) for the batch
+
+
+def guided_epsilon(eps_conditional: torch.Tensor, eps_null: torch.Tensor, weight: float) -> torch.Tensor:
+    """(1 + w) eps_c - w eps_null (Ho & Salimans 2022, Eq. 6)."""
+    return (1.0 + weight) * eps_conditional - weight * eps_null
+
+
+def evaluations_per_step(weight: float) -> int:
+    """Network evaluations per sampler step: 2 with guidance (conditional and null pass), 1 at w = 0."""
+    return 1 if float(weight) == 0.0 else 2
+
+
+def guided_denoiser(network: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+                    conditional: Context, null: Context, weight: float):
+    """denoise(x_t, t) for a sampler: `network(x_t, t, context)` under guidance weight w.
+
+    Both passes go through the network as one doubled batch (rows are independent: each image still depends only on
+    its own seed), so guidance costs two network evaluations per image per step.
+    """
+    if evaluations_per_step(weight) == 1:
+        return lambda x_t, t: network(x_t, t, conditional(t))
+
+    def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        eps = network(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([conditional(t), null(t)]))
+        eps_conditional, eps_null = eps.chunk(2)
+        return guided_epsilon(eps_conditional, eps_null, weight)
+
+    return denoise
+
+
+def null_mask(batch_size: int, probability: float, generator: torch.Generator) -> torch.Tensor:
+    """(B,) bool: which images train on the null condition, one uniform draw per image from `generator` (the
+    training step's, after its t and noise), so a resumed or repeated run drops the same ones (reference train.py:
+    np.random.rand(b) < threshold)."""
+    return torch.rand(batch_size, generator=generator, device=generator.device) < probability
+
+
+def drop_labels(labels: torch.Tensor, probability: float, null_label: int, generator: torch.Generator) -> torch.Tensor:
+    """Labels with each replaced by `null_label` with `probability` (null_mask), for methods whose null condition is
+    a label of its own."""
+    if probability <= 0:
+        return labels
+    dropped = null_mask(labels.shape[0], probability, generator).to(labels.device)
+    return torch.where(dropped, torch.full_like(labels, null_label), labels)
