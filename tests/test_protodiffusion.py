@@ -46,12 +46,9 @@ def test_stage1_writes_the_classifier_and_its_held_out_accuracy(stage1):
 
 
 @pytest.mark.parametrize("mode, trained", [("proto_frozen", False), ("proto_unfrozen", True)])
-def test_table_starts_as_the_centres_and_stays_frozen_when_asked(stage1, mode, trained):
-    from pdm.config import resolve_config
-
-    cfg, out, _ = stage1
-    raw = {**cfg.resolved, "methods": {"protodiffusion": {**TINY, "mode": mode}}}
-    cfg = resolve_config(raw)
+def test_table_starts_as_the_centres_and_stays_frozen_when_asked(stage1, make_cfg, mode, trained):
+    _, out, _ = stage1
+    cfg = tiny_cfg(make_cfg, mode=mode)
     torch.manual_seed(0)
     method = ProtoDiffusion(cfg, DataInfo(1, 16, 10))
     method.prepare(out)
