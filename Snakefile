@@ -67,12 +67,14 @@ include: "workflow/rules/curves.smk"
 include: "workflow/rules/diagnostics.smk"
 
 
-# An experiment that trains reports its methods; a sweep adds FID against NFE; train.snapshots adds FID over training.
+# An experiment that trains reports its methods; a sweep adds FID against NFE (and against the guidance weight);
+# train.snapshots adds FID over training.
 # With sweep.models_from, only the curves: nothing is trained.
 rule all:
     input:
         rules.report.output if CFG.trains else [],
         rules.sweep_report.output if CFG.sweep.enabled else [],
+        rules.guidance_report.output if CFG.sweep.guidance_weights else [],
         rules.training_curve.output if CFG.train.snapshots else [],
         expand(f"{R}/diagnostics/{{method}}/seed{{seed}}/diagnostics.json", method=PROTOTYPE_METHODS, seed=SEEDS)
         if CFG.trains

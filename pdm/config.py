@@ -114,6 +114,7 @@ class SweepConfig:
     methods: tuple[str, ...] | None
     samplers: tuple[str, ...]
     steps: tuple[int, ...]
+    guidance_weights: tuple[float, ...]  # classifier-free guidance weights, with the experiment's `sample:` settings
 
     @property
     def enabled(self) -> bool:
@@ -166,6 +167,18 @@ class ExperimentConfig:
         resolved["sample"] = {**resolved["sample"], "sampler": sampler, "steps": int(steps)}
         sample = dataclasses.replace(self.sample, sampler=sampler, steps=int(steps))
         return dataclasses.replace(self, sample=sample, resolved=resolved)
+
+    def with_method_options(self, method: str, **options) -> "ExperimentConfig":
+        """This config with some of one method's options replaced (a guidance weight of a sweep), else unchanged."""
+        resolved = copy.deepcopy(dict(self.resolved))
+        resolved["methods"] = {**resolved["methods"], method: {**resolved["methods"][method], **options}}
+        methods = MappingProxyType({**self.methods, method: MappingProxyType({**self.methods[method], **options})})
+        return dataclasses.replace(self, methods=methods, resolved=resolved)
+
+    @property
+    def guidance_methods(self) -> tuple[str, ...]:
+        """The swept methods that have a classifier-free guidance weight (`guidance_weight` among their options)."""
+        return tuple(m for m in self.sweep_methods if "guidance_weight" in self.method_options(m))
 
     @property
     def models_experiment(self) -> str:
@@ -339,9 +352,14 @@ def _check_sweep(cfg: "ExperimentConfig") -> None:
         if too_many:
             raise ConfigError(f"sweep.steps: {too_many} exceed {name}'s {timesteps} training timesteps (a sampler cannot "
                               f"take more steps than the schedule has); use at most {timesteps}")
-    if not cfg.trains and not sweep.enabled and not cfg.train.snapshots:
+    if sweep.guidance_weights and not cfg.guidance_methods:
+        raise ConfigError(f"sweep.guidance_weights is set, but none of the swept methods ({', '.join(cfg.sweep_methods)}) "
+                          "has a guidance_weight option; sweep a method with classifier-free guidance (protodiffusion) "
+                          "or drop sweep.guidance_weights")
+    if not cfg.trains and not sweep.enabled and not sweep.guidance_weights and not cfg.train.snapshots:
         raise ConfigError(f"sweep.models_from: {sweep.models_from} is set, but there is nothing to do with its models: "
-                          "give sweep.samplers and sweep.steps (or train.snapshots for a training curve)")
+                          "give sweep.samplers and sweep.steps, sweep.guidance_weights (or train.snapshots for a "
+                          "training curve)")
 
 
 def _check_reference_method(cfg: "ExperimentConfig", explicit: str | None) -> None:

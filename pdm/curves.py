@@ -176,6 +176,24 @@ def _point_rows_by_steps(frame: pd.DataFrame, extra: dict[str, str], confidence:
     return table[["method", "seed", "sampler", "steps", "NFE", *scores, "clean-FID", "sample img/s", "status"]]
 
 
+def guidance_report(record_paths, tables_dir, plots_dir, confidence: float = 0.95) -> pd.DataFrame:
+    """tables/guidance.csv + .md and plots/fid_vs_guidance.png: one trained model per (method, seed) sampled under
+    each classifier-free guidance weight of `sweep.guidance_weights`, with the experiment's `sample:` settings."""
+    frame = read_records(record_paths)
+    _check_unique(frame, ["method", "seed", "guidance_weight"])
+    table = _point_rows(frame, ["method", "guidance_weight"], {"nfe": "NFE"}, confidence)
+    table = table.rename(columns={"guidance_weight": "w"})
+    table = table[["method", "seed", "w", *[c for c in table.columns if c not in ("method", "seed", "w")]]]
+    first = frame.iloc[0]
+    note = (f"Classifier-free guidance: eps = (1 + w) eps(y) - w eps(null); w = 0 is the conditional model alone (one "
+            f"network evaluation per step, two otherwise: NFE). {first['sampler']} {int(first['sampling_steps'])} "
+            f"steps. {_note(frame, confidence)}")
+    _write(table, Path(tables_dir) / "guidance", note)
+    _plot(table, "w", None, "guidance weight w", "FID against the guidance weight",
+          Path(plots_dir) / "fid_vs_guidance.png", log_x=False)
+    return table
+
+
 def training_curve_report(record_paths, tables_dir, plots_dir, confidence: float = 0.95) -> pd.DataFrame:
     """tables/training_curve.csv + .md and plots/fid_over_training.png: the snapshots' records and the final
     weights' (fraction 1.0), all sampled with the experiment's own `sample:` settings."""

@@ -178,6 +178,7 @@ def sample_step(cfg: ExperimentConfig, method: str, seed: int, model_dir: str | 
     record = {**provenance(), "status": "ok", **ids,
               "sampler": s.sampler, "sampling_steps": s.steps,
               "nfe": network_evaluations(cfg, method, s.sampler, s.steps),
+              "guidance_weight": cfg.method_options(method).get("guidance_weight"),  # None: no guidance
               **snapshot_fields, "eta": s.eta, "num_samples": len(images),
               "sampling_seconds": seconds, "sampling_images_per_second": len(images) / max(seconds, 1e-9),
               "sampling_batch_size": s.batch_size, "sampling_device": device, "sampling_chunks_reused": reused,
@@ -251,8 +252,8 @@ TRAIN_FIELDS = ("status", "failure", "failed_step", "failed_term", "budget", "bu
                 "images_seen", "device", "num_processes", "mixed_precision", "stage1_seconds", "train_seconds",
                 "train_images_per_second", "device_hours", "parameters_total", "parameters_sampling",
                 "peak_memory_bytes", "peak_memory_kind", "config_hash")
-SAMPLE_FIELDS = ("sampler", "sampling_steps", "nfe", "eta", "num_samples", "sampling_seconds", "sampling_images_per_second",
-                 "sampling_batch_size", "sampling_device")
+SAMPLE_FIELDS = ("sampler", "sampling_steps", "nfe", "guidance_weight", "eta", "num_samples", "sampling_seconds",
+                 "sampling_images_per_second", "sampling_batch_size", "sampling_device")
 
 
 SNAPSHOT_FIELDS = ("snapshot_fraction", "snapshot_step")

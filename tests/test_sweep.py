@@ -81,6 +81,22 @@ def test_sweep_points_and_snapshots_never_retrain(make_cfg):
     assert changed(ids, all_identities(make_cfg({"sweep": {"samplers": ["ddim"], "steps": [3]}}), "pdm", 0)) == set()
 
 
+def test_a_guidance_weight_is_a_sampling_point(make_cfg):
+    """sweep.guidance_weights re-samples guided methods only: a point changes the sampling identity, never training."""
+    base = make_cfg()
+    ids = all_identities(base, "protodiffusion", 0)
+    point = base.with_method_options("protodiffusion", guidance_weight=3.0)
+    assert point.method_options("protodiffusion")["guidance_weight"] == 3.0
+    assert base.method_options("protodiffusion")["guidance_weight"] == 1.8  # the original is unchanged
+    assert changed(ids, all_identities(point, "protodiffusion", 0)) == {"sample_id", "eval_id"}
+    assert make_cfg({"sweep": {"guidance_weights": [0, 1.8]}}).guidance_methods == ("protodiffusion",)
+    with pytest.raises(ConfigError, match="none of the swept methods .*guidance_weight"):
+        make_cfg({"sweep": {"guidance_weights": [1.0], "methods": ["ddpm", "pdm"]}})
+    assert network_evaluations(point, "protodiffusion", "ddim", 5) == 10
+    assert network_evaluations(point.with_method_options("protodiffusion", guidance_weight=0.0),
+                               "protodiffusion", "ddim", 5) == 5
+
+
 def test_training_differences_name_the_setting(make_cfg):
     a, b = make_cfg(), make_cfg({"train": {"lr": 0.0003}, "methods": {"pdm": {"num_prototypes": 5}}})
     assert training_differences(a, b, "pdm", 0) == [("methods.pdm.num_prototypes", 4, 5), ("train.lr", 0.0002, 0.0003)]
@@ -151,6 +167,27 @@ def test_sweep_over_another_experiments_models_trains_nothing(trained):
     assert record["train_id"] == ci_record["train_id"] and record["refstats_id"] == ci_record["refstats_id"]
     assert not (out / "models").exists() and not (out / "refstats").exists()  # nothing trained or recomputed
     assert planned_jobs(_snakemake(trained, config, "--dry-run")) == {}
+
+
+@pytest.mark.workflow
+def test_guidance_sweep_over_another_experiments_models_trains_nothing(trained):
+    from test_workflow import planned_jobs
+
+    config = _sweep_config(trained, "guidance.yaml", train={"snapshots": []},
+                           sweep={"methods": ["protodiffusion"], "samplers": [], "steps": [], "guidance_weights": [0, 2]})
+    plan = planned_jobs(_snakemake(trained, config, "--dry-run"))
+    assert plan == {"sample_guidance": 2, "evaluate_guidance": 2, "guidance_report": 1, "all": 1}
+    run = _snakemake(trained, config)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = trained / "results" / "sweep"
+    table = pd.read_csv(out / "tables" / "guidance.csv", dtype={"seed": str})
+    assert list(table["w"]) == [0.0, 2.0] and list(table["NFE"]) == [5, 10]  # ci samples ddim 5 steps; guided: x2
+    assert all(math.isfinite(v) and v > 0 for v in table["FID"]) and table["FID"].nunique() == 2
+    assert (out / "plots" / "fid_vs_guidance.png").stat().st_size > 1000
+    record = json.loads((out / "guidance" / "metrics" / "protodiffusion" / "seed0" / "w2.json").read_text())
+    ci_record = json.loads((trained / "results/ci/metrics/protodiffusion/seed0.json").read_text())
+    assert record["guidance_weight"] == 2.0 and ci_record["guidance_weight"] == 1.8
+    assert record["train_id"] == ci_record["train_id"] and record["sample_id"] != ci_record["sample_id"]
 
 
 @pytest.mark.workflow

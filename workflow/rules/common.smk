@@ -14,6 +14,10 @@ def _point_cfg(wc):
     return CFG.with_sampling(wc.sampler, int(wc.steps))
 
 
+def _guidance_cfg(wc):
+    return CFG.with_method_options(wc.method, guidance_weight=float(wc.weight))
+
+
 def _snapshot(wc):
     return None if wc.fraction == FINAL else float(wc.fraction)
 

@@ -16,6 +16,7 @@ CURVE_REFSTATS = _OTHER_REFSTATS if not CFG.trains and Path(_OTHER_REFSTATS).exi
 wildcard_constraints:
     sampler="ddim|dpmpp|ddpm",
     steps=r"\d+",
+    weight=r"\d+(\.\d+)?",
     fraction=r"0\.\d+|1\.0",
 
 
@@ -76,6 +77,69 @@ rule sweep_report:
         settings=f"confidence={CFG.report.confidence}",  # report-only: a change re-runs this rule alone
     log:
         f"{R}/logs/sweep_report.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/curve_report.py"
+
+
+# --- FID against the classifier-free guidance weight: every sweep.guidance_weights w for each swept guided method -----
+rule sample_guidance:
+    input:
+        unpack(lambda wc: _model(wc, "record")),
+    output:
+        samples=f"{R}/guidance/samples/{{method}}/seed{{seed}}/w{{weight}}/samples.npz",
+        grid=f"{R}/guidance/samples/{{method}}/seed{{seed}}/w{{weight}}/grid.png",
+        record=f"{R}/guidance/samples/{{method}}/seed{{seed}}/w{{weight}}/sample.json",
+    params:
+        identity=lambda wc: sampling_identity(_guidance_cfg(wc), wc.method, int(wc.seed)),
+    log:
+        f"{R}/logs/sample_guidance/{{method}}_seed{{seed}}_w{{weight}}.log",
+    benchmark:
+        f"{R}/benchmarks/sample_guidance/{{method}}_seed{{seed}}_w{{weight}}.tsv"
+    threads: CFG.threads_per_job
+    resources:
+        gpu=GPUS_PER_JOB,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/sample.py"
+
+
+rule evaluate_guidance:
+    input:
+        unpack(lambda wc: _model(wc, "train")),
+        samples=rules.sample_guidance.output.samples,
+        sample_record=rules.sample_guidance.output.record,
+        refstats=CURVE_REFSTATS,
+    output:
+        f"{R}/guidance/metrics/{{method}}/seed{{seed}}/w{{weight}}.json",
+    params:
+        identity=lambda wc: evaluation_identity(_guidance_cfg(wc), wc.method, int(wc.seed)),
+    log:
+        f"{R}/logs/evaluate_guidance/{{method}}_seed{{seed}}_w{{weight}}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate_guidance/{{method}}_seed{{seed}}_w{{weight}}.tsv"
+    threads: CFG.threads_per_job
+    resources:
+        gpu=GPUS_PER_JOB,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/evaluate.py"
+
+
+rule guidance_report:
+    input:
+        records=expand(f"{R}/guidance/metrics/{{method}}/seed{{seed}}/w{{weight}}.json", method=CFG.guidance_methods,
+                       seed=SEEDS, weight=[f"{float(w):g}" for w in CFG.sweep.guidance_weights]),
+    output:
+        table=multiext(f"{R}/tables/guidance", ".csv", ".md"),
+        plot=f"{R}/plots/fid_vs_guidance.png",
+    params:
+        settings=f"confidence={CFG.report.confidence}",  # report-only: a change re-runs this rule alone
+    log:
+        f"{R}/logs/guidance_report.log",
     conda:
         "../../environment.yml"
     script:

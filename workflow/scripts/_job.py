@@ -24,10 +24,13 @@ def job(snakemake):
 
 def point(cfg, wildcards):
     """The config and snapshot of one job: a sweep point ({sampler}, {steps}) samples with that sampler and step
-    count, a training-curve point ({fraction}) the snapshot's weights (None: the final weights); else unchanged."""
+    count, a guidance point ({weight}) with that guidance weight, a training-curve point ({fraction}) the snapshot's
+    weights (None: the final weights); else unchanged."""
     from pdm.sweep import FINAL
 
     if hasattr(wildcards, "sampler"):
         cfg = cfg.with_sampling(wildcards.sampler, int(wildcards.steps))
+    if hasattr(wildcards, "weight"):  # a guidance-sweep point: the method's guidance weight, the experiment's sampler
+        cfg = cfg.with_method_options(wildcards.method, guidance_weight=float(wildcards.weight))
     fraction = getattr(wildcards, "fraction", FINAL)
     return cfg, None if fraction == FINAL else float(fraction)
