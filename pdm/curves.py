@@ -141,7 +141,8 @@ def _plot(table: pd.DataFrame, x: str, panels: str | None, xlabel: str, title: s
             ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set(xlabel=xlabel, ylabel="FID ↓", title=name or "")
     seeds = "mean over seeds, t interval" if has_summary else "one seed, bootstrap interval"
-    fig.suptitle(f"{title} ({seeds})", fontsize=10)
+    separator = "\n" if len(names) == 1 else " "  # one narrow panel: the title on two lines, or it is cut off
+    fig.suptitle(f"{title}{separator}({seeds})", fontsize=10)
     legend = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels())}
     fig.legend(legend.values(), legend.keys(), loc="center right", fontsize=8)
     fig.tight_layout(rect=(0, 0, 0.88, 1))
