@@ -23,6 +23,20 @@ from conftest import REPO, snakemake  # ci_run: one ci run per session (conftest
 pytestmark = pytest.mark.workflow
 
 
+def _ci_methods():
+    import yaml
+
+    from pdm.methods.registry import get_method_class
+
+    names = sorted(yaml.safe_load((REPO / "config" / "ci.yaml").read_text())["methods"])
+    classes = [get_method_class(n) for n in names]
+    return names, sum(c.has_stage1 for c in classes), sum(c.has_prototypes for c in classes)
+
+
+CI_METHODS, CI_STAGE1, CI_PROTOTYPE = _ci_methods()  # the ci config's methods; with stage 1; with diagnostics
+N = len(CI_METHODS)
+
+
 def planned_jobs(run: subprocess.CompletedProcess) -> dict[str, int]:
     """{rule: count} from a dry run's job stats table ({} when there is nothing to do)."""
     text = run.stdout + run.stderr
@@ -43,7 +57,7 @@ def test_ci_workflow_end_to_end(ci_run):
     out = ci_run / "results" / "ci"
     main = pd.read_csv(out / "tables" / "main.csv", dtype={"seed": str})
     per_seed = main[main["seed"] == "0"]
-    assert sorted(per_seed["method"]) == ["cddpm", "ddpm", "ldm", "pdm", "rdm", "spdm"]
+    assert sorted(per_seed["method"]) == CI_METHODS
     assert per_seed["FID"].notna().all() and (per_seed["FID"] > 0).all() and (per_seed["status"] == "ok").all()
     main_md = (out / "tables" / "main.md").read_text()
     assert "1 seed (bootstrap)" in main_md and "±" not in main_md and "ΔFID vs ddpm" in main_md  # issue 7
@@ -82,21 +96,22 @@ def test_ci_workflow_end_to_end(ci_run):
 def test_config_edits_rerun_exactly_what_they_change(ci_run):
     """The transcript of issue 6: identities as params make Snakemake re-run exactly the changed jobs."""
     added_seed = snakemake(ci_run, "--dry-run", "--config", "seeds=[0,1]")
-    assert planned_jobs(added_seed) == {"stage1": 2, "train": 6, "sample": 6, "evaluate": 6, "diagnostics": 2, "report": 1,
-                                        "all": 1}
+    assert planned_jobs(added_seed) == {"stage1": CI_STAGE1, "train": N, "sample": N, "evaluate": N,
+                                        "diagnostics": CI_PROTOTYPE, "report": 1, "all": 1}
     assert planned_seeds(added_seed, "train") == planned_seeds(added_seed, "evaluate") == {"1"}
 
     sampling = snakemake(ci_run, "--dry-run", "--config", "sample={steps: 7}")
-    assert planned_jobs(sampling) == {"sample": 6, "evaluate": 6, "report": 1, "all": 1}  # no training
+    assert planned_jobs(sampling) == {"sample": N, "evaluate": N, "report": 1, "all": 1}  # no training
 
     training = snakemake(ci_run, "--dry-run", "--config", "train={lr: 0.0003}")
-    assert planned_jobs(training) == {"train": 6, "sample": 6, "evaluate": 6, "diagnostics": 2, "report": 1, "all": 1}
+    assert planned_jobs(training) == {"train": N, "sample": N, "evaluate": N, "diagnostics": CI_PROTOTYPE,
+                                      "report": 1, "all": 1}
 
     scoring = snakemake(ci_run, "--dry-run", "--config", "eval={num_real: 12}")
-    assert planned_jobs(scoring) == {"refstats": 1, "evaluate": 6, "report": 1, "all": 1}
+    assert planned_jobs(scoring) == {"refstats": 1, "evaluate": N, "report": 1, "all": 1}
 
     bootstrap = snakemake(ci_run, "--dry-run", "--config", "eval={bootstrap_samples: 50}")
-    assert planned_jobs(bootstrap) == {"evaluate": 6, "report": 1, "all": 1}  # replicates are evaluation output
+    assert planned_jobs(bootstrap) == {"evaluate": N, "report": 1, "all": 1}  # replicates are evaluation output
 
     reporting = snakemake(ci_run, "--dry-run", "--config", "report={confidence: 0.9}")
     assert planned_jobs(reporting) == {"report": 1, "all": 1}  # report settings are in no job's identity
