@@ -126,14 +126,16 @@ class ProtoDiffusion(Method):
         return embedding * keep, None, {"label_drop_fraction": dropped.float().mean()}
 
     def sampling_context(self, generators, device):
-        # one label per image, uniform over the classes, from that image's own generator (after its initial noise)
+        # one label per image, uniform over the classes, from that image's own generator (after its initial noise);
+        # the embedding does not depend on t: computed once, not at every sampler step
         labels = torch.cat([torch.randint(self.data.num_classes, (1,), generator=g) for g in generators]).to(device)
-        return lambda t: self.embedding(labels)
+        embedding = self.embedding(labels)
+        return lambda t: embedding
 
     def denoiser(self, generators, device):
         conditional = self.sampling_context(generators, device)
-        return guided_denoiser(self.unet, conditional, lambda t: torch.zeros_like(conditional(t)),
-                               self.options["guidance_weight"])
+        null = torch.zeros_like(conditional(None))  # the reference's null condition: a zero embedding
+        return guided_denoiser(self.unet, conditional, lambda t: null, self.options["guidance_weight"])
 
     def components(self):
         return {"unet": self.unet, "class_embedding": self.embedding}

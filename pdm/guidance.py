@@ -49,12 +49,3 @@ def null_mask(batch_size: int, probability: float, generator: torch.Generator) -
     training step's, after its t and noise), so a resumed or repeated run drops the same ones (reference train.py:
     np.random.rand(b) < threshold)."""
     return torch.rand(batch_size, generator=generator, device=generator.device) < probability
-
-
-def drop_labels(labels: torch.Tensor, probability: float, null_label: int, generator: torch.Generator) -> torch.Tensor:
-    """Labels with each replaced by `null_label` with `probability` (null_mask), for methods whose null condition is
-    a label of its own."""
-    if probability <= 0:
-        return labels
-    dropped = null_mask(labels.shape[0], probability, generator).to(labels.device)
-    return torch.where(dropped, torch.full_like(labels, null_label), labels)

@@ -102,3 +102,24 @@ def ci_run(tmp_path_factory) -> Path:
     run = snakemake(workdir)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return workdir
+
+
+def train_until_first_checkpoint(cfg, method: str, seed: int, out_dir: Path) -> None:
+    """Run pdm.trainer.train and stop it right after it saves its first resumable checkpoint, as a kill would."""
+    import pdm.trainer as trainer
+
+    class Interrupt(Exception):
+        pass
+
+    original = trainer.save_training_state
+
+    def save_then_stop(*args, **kwargs):
+        original(*args, **kwargs)
+        raise Interrupt
+
+    trainer.save_training_state = save_then_stop
+    try:
+        with pytest.raises(Interrupt):
+            trainer.train(cfg, method, seed, out_dir)
+    finally:
+        trainer.save_training_state = original

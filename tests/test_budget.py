@@ -123,26 +123,11 @@ def test_snapshots_are_written_at_their_steps_and_leave_the_final_weights_alone(
 
 
 def test_resume_after_a_checkpoint_still_writes_the_later_snapshots(make_cfg, tmp_path):
-    import pdm.trainer as trainer
+    from conftest import train_until_first_checkpoint
 
     cfg = tiny(make_cfg, ema_decay=0.9, snapshots=[0.25, 0.5, 0.75])
     train(cfg, "ddpm", 0, tmp_path / "straight")
-
-    class Interrupt(Exception):
-        pass
-
-    original = trainer.save_training_state
-
-    def save_then_stop(*args, **kwargs):
-        original(*args, **kwargs)
-        raise Interrupt
-
-    trainer.save_training_state = save_then_stop
-    try:
-        with pytest.raises(Interrupt):
-            train(cfg, "ddpm", 0, tmp_path / "resumed")
-    finally:
-        trainer.save_training_state = original
+    train_until_first_checkpoint(cfg, "ddpm", 0, tmp_path / "resumed")
     resumed = tmp_path / "resumed"
     assert sorted(p.name for p in (resumed / "snapshots").iterdir()) == ["0.25", "0.5"]  # before the step-3 checkpoint
     # the step-3 snapshot holds the EMA weights of step 3, which the checkpoint also holds

@@ -1,9 +1,9 @@
-"""Classifier-free guidance: the formula on a fake denoiser (golden numbers), the NFE it costs, the label-drop rate."""
+"""Classifier-free guidance: the formula on a fake denoiser (golden numbers), the NFE it costs, the null-condition rate."""
 
 import pytest
 import torch
 
-from pdm.guidance import drop_labels, evaluations_per_step, guided_denoiser, guided_epsilon
+from pdm.guidance import evaluations_per_step, guided_denoiser, guided_epsilon, null_mask
 from pdm.sampling import run_sampler
 
 
@@ -48,13 +48,8 @@ def test_the_sampling_loop_is_unchanged_by_guidance():
     assert calls == [4] * 7  # 7 steps, each one network call on the doubled batch of 2 images
 
 
-def test_drop_labels_rate_and_determinism():
-    labels = torch.arange(10).repeat(2000)  # 20,000 labels
-    dropped = drop_labels(labels, 0.1, null_label=10, generator=torch.Generator().manual_seed(0))
-    rate = (dropped == 10).float().mean().item()
-    assert 0.09 < rate < 0.11  # binomial sd ~0.002
-    kept = dropped != 10
-    assert torch.equal(dropped[kept], labels[kept])
-    again = drop_labels(labels, 0.1, null_label=10, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(dropped, again)
-    assert torch.equal(drop_labels(labels, 0.0, 10, torch.Generator()), labels)
+def test_null_mask_rate_and_determinism():
+    mask = null_mask(20_000, 0.1, torch.Generator().manual_seed(0))
+    assert mask.dtype == torch.bool and 0.09 < mask.float().mean().item() < 0.11  # binomial sd ~0.002
+    assert torch.equal(mask, null_mask(20_000, 0.1, torch.Generator().manual_seed(0)))
+    assert not null_mask(100, 0.0, torch.Generator()).any()

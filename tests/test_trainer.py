@@ -6,6 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import train_until_first_checkpoint
+
 from pdm.data import BatchStream
 from pdm.identity import training_identity
 from pdm.trainer import train
@@ -49,24 +51,7 @@ def test_resume_reproduces_an_uninterrupted_run(make_cfg, tmp_path):
     cfg = make_cfg({**TINY, "data": {"max_images": 32}, "train": {**TINY["train"], "ema_decay": 0.9}})
     train(cfg, "ddpm", 0, tmp_path / "straight")
     # interrupt the second run right after its first checkpoint (step 3), then resume it to the end
-
-    class Interrupt(Exception):
-        pass
-
-    import pdm.trainer as trainer
-
-    original = trainer.save_training_state
-
-    def save_then_stop(*args, **kwargs):
-        original(*args, **kwargs)
-        raise Interrupt
-
-    trainer.save_training_state = save_then_stop
-    try:
-        with pytest.raises(Interrupt):
-            train(cfg, "ddpm", 0, tmp_path / "resumed")
-    finally:
-        trainer.save_training_state = original
+    train_until_first_checkpoint(cfg, "ddpm", 0, tmp_path / "resumed")
     assert (tmp_path / "resumed" / "checkpoint" / "progress.json").exists()
     record = train(cfg, "ddpm", 0, tmp_path / "resumed")
     assert record["steps_done"] == 6
