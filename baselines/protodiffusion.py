@@ -1,18 +1,17 @@
 """ProtoDiffusion (Baykal et al., ACML 2023; github.com/ituvisionlab/ProtoDiffusion), the paper's other baseline.
 
 Stage 1 trains a prototype classifier (baselines/proto_classifier.py: the reference's ResNet-18 + distance-based
-cross-entropy, Models.py); its class centres initialise the class-embedding table of the denoiser, frozen by default
-(`mode: proto_frozen`), trainable (`proto_unfrozen`) or not used at all (`regular`: the reference's plain
-classifier-free guided baseline). Reference embedding.py: table (K, d) -> Linear -> SiLU -> Linear. Reference train.py
-zeroes the embedding of an image with probability `threshold` = 0.1 (the null condition), and diffusion.py guides with
-eps = (1 + w) eps(y) - w eps(null), w = 1.8, the null condition being a zero embedding.
+cross-entropy, Models.py); its class centres initialise the denoiser's class-embedding table (embedding.py: table
+(K, d) -> Linear -> SiLU -> Linear), frozen (`mode: proto_frozen`, default), trainable (`proto_unfrozen`) or unused
+(`regular`: the reference's plain classifier-free guided baseline). train.py zeroes an image's embedding with
+probability `threshold` = 0.1 (the null condition); diffusion.py guides with eps = (1 + w) eps(y) - w eps(null), w 1.8.
 
 Differences from the reference, recorded in every result row (`conditioning`): the embedding enters the shared
 diffusers U-Net through its class-embedding input, summed into the time embedding (its MLP maps d to the
-time-embedding width E), where the reference's own U-Net projects it separately in every residual block; the
-optimiser, schedule, budget, sampler and data order are the shared ones (the reference: lr 2e-4, its own posterior
-variance v = 0.3). With `padding_idx_zero` the table keeps the reference's `padding_idx=0` (class 0's row gets no
-gradient; in `regular` mode it starts at zero); off by default.
+time-embedding width E), where the reference's U-Net projects it in every residual block; the optimiser, schedule,
+budget, sampler and data order are the shared ones (the reference: lr 2e-4, posterior variance v = 0.3). Its quirks
+are flags, off by default: `padding_idx_zero` (nn.Embedding(padding_idx=0): class 0's row gets no gradient) and
+`low_t_fraction` (a tenth of each batch at t < 50).
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pdm.config import ConfigError
-from pdm.guidance import evaluations_per_step, guided_denoiser, null_mask
+from pdm.guidance import TokenGuidance, guided_denoiser
 from pdm.io import read_json
 from pdm.methods.base import DataInfo, Method, options_from_yaml
 
@@ -44,7 +43,7 @@ class ConditionalEmbedding(nn.Module):
         return self.mlp(self.table(labels))
 
 
-class ProtoDiffusion(Method):
+class ProtoDiffusion(TokenGuidance, Method):  # TokenGuidance: label drop and NFE; its own null below
     name = "protodiffusion"
     description = "ProtoDiffusion (ACML 2023): prototype-initialised class embedding + classifier-free guidance"
     conditioning = "class-embedding+cfg (summed into the time embedding; reference: per residual block)"
@@ -67,6 +66,7 @@ class ProtoDiffusion(Method):
     classifier_scale: {type: number, exclusiveMinimum: 0, default: 2.0, description: "s in log_softmax(-s d^2) (reference ModifiedResNet(s=2))"}
     classifier_weights: {type: [string, "null"], default: null, description: "a local torchvision resnet18 state_dict (the reference starts from ImageNet weights; none can be downloaded here)"}
     padding_idx_zero: {type: boolean, default: false, description: "the reference's nn.Embedding(padding_idx=0) quirk"}
+    low_t_fraction: {type: number, minimum: 0, maximum: 1, default: 0.0, description: "reference quirk: this fraction of each batch (0.1 there) trains at t < 50; 0 keeps the shared t draws"}
     """)
 
     def __init__(self, cfg, data: DataInfo):
@@ -76,10 +76,6 @@ class ProtoDiffusion(Method):
                               "or drop protodiffusion")
         self.embedding = ConditionalEmbedding(data.num_classes, self.options["prototype_dim"],
                                               self.unet.class_embedding_dim, self.options["padding_idx_zero"])
-
-    @classmethod
-    def evaluations_per_step(cls, options) -> int:
-        return evaluations_per_step(options["guidance_weight"])
 
     @classmethod
     def run_stage1(cls, cfg, seed: int, out_dir) -> dict[str, Any]:
@@ -119,11 +115,17 @@ class ProtoDiffusion(Method):
     def context(self, x0, labels, t, generator, index=None):
         if labels is None:
             raise ValueError("protodiffusion trains on class labels, and this batch has none")
-        embedding = self.embedding(labels)  # (B, E)
-        # reference train.py: cemb[rand(b) < threshold] = 0, the null condition is a zero embedding
-        dropped = null_mask(labels.shape[0], self.options["label_drop"], generator).to(embedding.device)
-        keep = (~dropped).to(embedding.dtype)[:, None]
-        return embedding * keep, None, {"label_drop_fraction": dropped.float().mean()}
+        # reference train.py: cemb[rand(b) < threshold] = 0, the null condition is a zero embedding (B, E)
+        embedding, logs = self.drop_class_part(self.embedding(labels), generator)
+        return embedding, None, logs
+
+    def training_timesteps(self, t, generator):
+        """Reference quirk (diffusion.py trainloss), with `low_t_fraction`: the batch's last B // 10 get t < 50."""
+        count = int(t.shape[0] * self.options["low_t_fraction"] + 1e-9)
+        if count == 0:
+            return t
+        low = torch.randint(50, (count,), generator=generator, device=generator.device).to(t.device)
+        return torch.cat([t[: t.shape[0] - count], low])
 
     def sampling_context(self, generators, device):
         # one label per image, uniform over the classes, from that image's own generator (after its initial noise);

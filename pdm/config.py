@@ -156,6 +156,16 @@ class ExperimentConfig:
         override = self.method_options(name).get("num_train_timesteps")
         return dataclasses.replace(self.diffusion, num_train_timesteps=override) if override else self.diffusion
 
+    def train_for(self, name: str) -> TrainConfig:
+        """A method may override the learning rate (a reference's own setting); the rest of `train` is shared."""
+        override = self.method_options(name).get("lr")
+        return dataclasses.replace(self.train, lr=override) if override else self.train
+
+    def model_for(self, name: str) -> ModelConfig:
+        """A method may override the U-Net's dropout (a reference's own setting); the architecture is shared."""
+        override = self.method_options(name).get("dropout")
+        return dataclasses.replace(self.model, dropout=override) if override is not None else self.model
+
     @property
     def hash(self) -> str:
         return config_hash(self.resolved)
@@ -177,8 +187,10 @@ class ExperimentConfig:
 
     @property
     def guidance_methods(self) -> tuple[str, ...]:
-        """The swept methods that have a classifier-free guidance weight (`guidance_weight` among their options)."""
-        return tuple(m for m in self.sweep_methods if "guidance_weight" in self.method_options(m))
+        """The swept methods with classifier-free guidance: a `guidance_weight` option and a model trained with the
+        null condition (`label_drop` > 0; s-PDM and cddpm have it off by default)."""
+        return tuple(m for m in self.sweep_methods if "guidance_weight" in self.method_options(m)
+                     and self.method_options(m).get("label_drop", 0) > 0)
 
     @property
     def models_experiment(self) -> str:
@@ -354,8 +366,8 @@ def _check_sweep(cfg: "ExperimentConfig") -> None:
                               f"take more steps than the schedule has); use at most {timesteps}")
     if sweep.guidance_weights and not cfg.guidance_methods:
         raise ConfigError(f"sweep.guidance_weights is set, but none of the swept methods ({', '.join(cfg.sweep_methods)}) "
-                          "has a guidance_weight option; sweep a method with classifier-free guidance (protodiffusion) "
-                          "or drop sweep.guidance_weights")
+                          "was trained for classifier-free guidance; sweep protodiffusion, or s-PDM / cddpm with "
+                          "label_drop > 0, or drop sweep.guidance_weights")
     if not cfg.trains and not sweep.enabled and not sweep.guidance_weights and not cfg.train.snapshots:
         raise ConfigError(f"sweep.models_from: {sweep.models_from} is set, but there is nothing to do with its models: "
                           "give sweep.samplers and sweep.steps, sweep.guidance_weights (or train.snapshots for a "
@@ -481,6 +493,12 @@ def _build(resolved: dict) -> ExperimentConfig:
     )
 
 
+def _suggest_norm_groups(block_out_channels) -> int:
+    """The largest group count that divides every level and leaves each group at least 4 channels (1 if none)."""
+    fits = [g for g in range(1, min(block_out_channels) // 4 + 1) if all(c % g == 0 for c in block_out_channels)]
+    return max(fits, default=1)
+
+
 def _check_rules(cfg: ExperimentConfig) -> None:
     """Rules that span several keys, which a JSON schema cannot say."""
     m = cfg.model
@@ -493,6 +511,15 @@ def _check_rules(cfg: ExperimentConfig) -> None:
     for channels in m.block_out_channels:
         if channels % m.norm_num_groups:
             raise ConfigError(f"model.block_out_channels: {channels} is not divisible by model.norm_num_groups={m.norm_num_groups}")
+        if channels == m.norm_num_groups:
+            # diffusers' ResnetBlock2D adds the time (and class) embedding as a per-channel constant just before its
+            # second GroupNorm; a group of one channel subtracts that constant again, so the block cannot see t.
+            raise ConfigError(
+                f"model.norm_num_groups={m.norm_num_groups} gives the {channels}-channel level one channel per GroupNorm "
+                f"group, which cancels the time embedding (README, 'GroupNorm groups of one channel'); set "
+                f"model.norm_num_groups to a divisor of every block_out_channels entry that leaves at least 2 channels "
+                f"per group (4 or more recommended), e.g. {_suggest_norm_groups(m.block_out_channels)}"
+            )
     if m.bottleneck_channels % m.cross_attention_heads:
         raise ConfigError(
             f"model.cross_attention_heads={m.cross_attention_heads} must divide the bottleneck channels {m.bottleneck_channels}"

@@ -49,3 +49,50 @@ def null_mask(batch_size: int, probability: float, generator: torch.Generator) -
     training step's, after its t and noise), so a resumed or repeated run drops the same ones (reference train.py:
     np.random.rand(b) < threshold)."""
     return torch.rand(batch_size, generator=generator, device=generator.device) < probability
+
+
+# Opt-in guidance for the methods whose bottleneck token is `class part + sinusoidal(t)` (s-PDM, cddpm): off by
+# default, so their defaults stay the paper's / the control's. The null condition zeroes the class part and keeps
+# the time, as ProtoDiffusion's null condition zeroes its class embedding and keeps the time embedding.
+TOKEN_GUIDANCE_OPTIONS = """
+label_drop: {type: number, minimum: 0, maximum: 1, default: 0.0, description: "classifier-free guidance: probability of the null token (class part zeroed, time kept) in training; ProtoDiffusion's reference uses 0.1. 0 = off"}
+guidance_weight: {type: number, minimum: 0, default: 0.0, description: "w in (1 + w) eps(y) - w eps(null) at sampling; needs label_drop > 0"}
+"""
+
+
+def check_guidance_options(method: str, options) -> None:
+    """Guidance needs a network that learned the null condition."""
+    from pdm.config import ConfigError
+
+    if options.get("guidance_weight", 0.0) > 0 and options.get("label_drop", 0.0) == 0:
+        raise ConfigError(f"methods.{method}.guidance_weight={options['guidance_weight']} needs a model trained with "
+                          f"the null condition: set methods.{method}.label_drop > 0 (the reference's 0.1), or "
+                          "guidance_weight: 0")
+
+
+class TokenGuidance:
+    """Mixin for a Method with `time_table` whose training token is class part + time: label drop in training and a
+    guided denoiser at sampling, both driven by the options above."""
+
+    @classmethod
+    def check_config(cls, cfg, options) -> None:
+        super().check_config(cfg, options)
+        check_guidance_options(cls.name, options)
+
+    @classmethod
+    def evaluations_per_step(cls, options) -> int:
+        return evaluations_per_step(options.get("guidance_weight", 0.0))
+
+    def drop_class_part(self, class_part: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """(B, d) class embeddings / prototypes with the dropped rows zeroed. Draws nothing when label_drop is 0, so
+        the unguided default keeps its random stream (and results) unchanged."""
+        probability = self.options.get("label_drop", 0.0)
+        if probability == 0:
+            return class_part, {}
+        dropped = null_mask(class_part.shape[0], probability, generator).to(class_part.device)
+        return class_part * (~dropped).to(class_part.dtype)[:, None], {"label_drop_fraction": dropped.float().mean()}
+
+    def denoiser(self, generators, device):
+        conditional = self.sampling_context(generators, device)
+        null = lambda t: self.time_table[t].unsqueeze(1)  # noqa: E731  (B, 1, d): the token with its class part zeroed
+        return guided_denoiser(self.unet, conditional, null, self.options.get("guidance_weight", 0.0))

@@ -51,8 +51,10 @@ def stage1_identity(cfg, method: str, seed: int) -> str | None:
     cls = _method_class(method)
     if not cls.has_stage1:
         return None
+    from pdm.methods.base import DENOISER_ONLY_OPTIONS
+
     options = _options(cfg, method)
-    keys = cls.stage1_options if cls.stage1_options is not None else sorted(set(options) - {"num_train_timesteps"})
+    keys = cls.stage1_options if cls.stage1_options is not None else sorted(set(options) - DENOISER_ONLY_OPTIONS)
     return digest({"stage": "stage1", "method": method, "seed": int(seed), "data": cfg.resolved["data"],
                    "options": {k: options.get(k) for k in keys}})
 

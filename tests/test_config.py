@@ -116,3 +116,26 @@ def test_holdout_split_is_disjoint_and_fixed(ci_raw):
     flat = lambda d: {bytes(img.numpy()) for img in d.images}  # noqa: E731
     assert not flat(train) & flat(held)
     assert torch.equal(load_dataset(cfg.data, "holdout").images, held.images)
+
+
+def test_one_channel_groupnorm_groups_are_refused(ci_raw):
+    """A level with one channel per GroupNorm group cannot see t (diffusers adds temb right before that norm)."""
+    ci_raw["model"].update(block_out_channels=[16, 32], norm_num_groups=16)
+    expect(ci_raw, "model.norm_num_groups=16", "16-channel level one channel per GroupNorm group", "e.g. 4")
+
+
+@pytest.mark.parametrize("name", ["ci", "default", "diagnostics"])
+def test_shipped_unets_see_the_timestep(name):
+    """Guards the flaw above end to end: a fresh U-Net from each shipped CPU config answers differently at two t.
+
+    With one-channel groups (the earlier ci config) the output moved by ~1e-6 between t = 5 and t = 95."""
+    from conftest import REPO
+    from pdm.unet import ConditionedUNet
+
+    cfg = load_config(REPO / "config" / f"{name}.yaml")
+    torch.manual_seed(0)
+    unet = ConditionedUNet(cfg.model, cfg.data.channels, cfg.data.resolution, cross_attention=False).eval()
+    x = torch.randn(2, cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
+    with torch.no_grad():
+        early, late = unet(x, torch.tensor([5, 5])), unet(x, torch.tensor([95, 95]))
+    assert (early - late).abs().max() > 1e-2 * early.abs().max()

@@ -74,3 +74,19 @@ def test_identities_are_stable_across_processes(base):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
     assert out.stdout.strip() == ids(base)["train_id"]
+
+
+def test_a_methods_own_lr_and_dropout_retrain_it_alone(make_cfg):
+    """methods.X.lr / dropout (a reference's own settings, e.g. ProtoDiffusion's in the paper configs) retrain X only,
+    never its stage 1, and reach its optimiser / U-Net; the shared values stay for every other method."""
+    from pdm.methods.base import DataInfo
+    from pdm.methods.registry import get_method_class
+
+    base = make_cfg()
+    own = make_cfg({"methods": {"ldm": {"lr": 2e-4, "dropout": 0.1}}})
+    diff = changed(ids(base, "ldm"), ids(own, "ldm"))
+    assert "train_id" in diff and "stage1_id" not in diff and ids(base, "ddpm") == ids(own, "ddpm")
+    assert own.train_for("ldm").lr == 2e-4 and own.train_for("ddpm").lr == base.train.lr
+    method = get_method_class("ddpm")(make_cfg({"methods": {"ddpm": {"dropout": 0.1}}}), DataInfo(1, 16, 0))
+    assert method.unet.unet.down_blocks[0].resnets[0].dropout.p == 0.1 and method.record()["dropout"] == 0.1
+    assert get_method_class("ddpm")(base, DataInfo(1, 16, 0)).record()["lr"] == base.train.lr

@@ -100,3 +100,41 @@ def test_label_drop_zeroes_a_tenth_of_the_embeddings(make_cfg):
     tokens, _, logs = method.context(None, labels, None, torch.Generator().manual_seed(0))
     zero_rows = (tokens.abs().sum(dim=1) == 0).float().mean().item()
     assert 0.085 < zero_rows < 0.115 and zero_rows == pytest.approx(logs["label_drop_fraction"].item())
+
+
+@pytest.mark.parametrize("fraction, batch, low", [(0.0, 32, 0), (0.1, 32, 3), (0.1, 64, 6), (0.1, 70, 7)])
+def test_reference_low_t_quirk_redraws_the_batch_tail(make_cfg, fraction, batch, low):
+    """diffusion.py trainloss: the last B // 10 images train at t ~ U{0..49}; off by default (shared t draws kept)."""
+    method = ProtoDiffusion(tiny_cfg(make_cfg, low_t_fraction=fraction, mode="regular"), DataInfo(1, 16, 10))
+    shared = torch.full((batch,), 500)
+    generator = torch.Generator().manual_seed(0)
+    t = method.training_timesteps(shared, generator)
+    assert t.shape == shared.shape and torch.equal(t[: batch - low], shared[: batch - low])
+    assert bool((t[batch - low:] < 50).all())
+    if low == 0:  # nothing drawn: the step's random stream is what it was
+        assert torch.equal(generator.get_state(), torch.Generator().manual_seed(0).get_state())
+
+
+def test_stage1_interrupted_then_rerun_gives_the_uninterrupted_result(stage1, tmp_path, monkeypatch):
+    """Stage 1 resumes by re-running: a crash before stage1.json (the file Snakemake and train check) leaves no record
+    that passes for complete, and the re-run is bitwise the uninterrupted run (seeded classifier training)."""
+    import baselines.protodiffusion as module
+    from pdm.steps import stage1_step
+
+    cfg, clean_out, _ = stage1
+    real_save = module.save_file
+
+    def crash_on_centres(tensors, path):
+        if path.endswith(CENTRES_FILE):
+            raise KeyboardInterrupt("simulated kill")
+        real_save(tensors, path)
+
+    monkeypatch.setattr(module, "save_file", crash_on_centres)
+    with pytest.raises(KeyboardInterrupt):
+        stage1_step(cfg, "protodiffusion", 0, tmp_path / "s1")
+    assert (tmp_path / "s1" / CLASSIFIER_FILE).exists() and not (tmp_path / "s1" / "stage1.json").exists()
+    monkeypatch.setattr(module, "save_file", real_save)
+    stage1_step(cfg, "protodiffusion", 0, tmp_path / "s1")
+    for name in (CLASSIFIER_FILE, CENTRES_FILE):
+        rerun, clean = load_file(str(tmp_path / "s1" / name)), load_file(str(clean_out / name))
+        assert rerun.keys() == clean.keys() and all(torch.equal(rerun[k], clean[k]) for k in clean)

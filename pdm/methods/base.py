@@ -45,7 +45,14 @@ def options_from_yaml(text: str) -> dict[str, dict]:
 COMMON_OPTIONS: dict[str, dict] = {
     "num_train_timesteps": {"type": ["integer", "null"], "minimum": 2, "default": None,
                             "description": "overrides diffusion.num_train_timesteps for this method (null: keep it)"},
+    "lr": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": None,
+           "description": "overrides train.lr for this method's denoiser (null: the shared one); a reference's own "
+                          "setting (ProtoDiffusion 2e-4 in the paper configs), recorded in its result rows"},
+    "dropout": {"type": ["number", "null"], "minimum": 0, "maximum": 1, "default": None,
+                "description": "overrides model.dropout for this method's U-Net (null: the shared one), recorded as lr"},
 }
+# The common options that act on the denoiser's training only: they never change a stage 1 (autoencoder, index).
+DENOISER_ONLY_OPTIONS = frozenset(COMMON_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,7 @@ class Method(nn.Module):
         self.options: Mapping[str, Any] = cfg.method_options(self.name)
         self.diffusion_cfg = cfg.diffusion_for(self.name)
         self.train_scheduler = make_train_scheduler(self.diffusion_cfg)
-        self.unet = ConditionedUNet(cfg.model, self.latent_channels, self.latent_size, self.cross_attention,
+        self.unet = ConditionedUNet(cfg.model_for(self.name), self.latent_channels, self.latent_size, self.cross_attention,
                                     self.class_embedding)
 
     # --- things a subclass may override -----------------------------------------------------------------------
@@ -144,6 +151,10 @@ class Method(nn.Module):
         tokens_for = self.sampling_context(generators, device)
         return lambda x_t, t: self.unet(x_t, t, tokens_for(t))
 
+    def training_timesteps(self, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The step's t after the shared draw: unchanged, except for a reference quirk behind a flag."""
+        return t
+
     @classmethod
     def evaluations_per_step(cls, options: Mapping[str, Any]) -> int:
         """U-Net evaluations per image in one denoiser call (2 under classifier-free guidance), for NFE."""
@@ -174,6 +185,8 @@ class Method(nn.Module):
         return {
             "conditioning": self.conditioning,
             "num_train_timesteps": self.diffusion_cfg.num_train_timesteps,
+            "lr": self.cfg.train_for(self.name).lr,
+            "dropout": self.cfg.model_for(self.name).dropout,
             "sampling_components": list(self.sampling_components),
             "extension": self.extension,
         }
@@ -184,6 +197,7 @@ class Method(nn.Module):
         shape = (x0.shape[0], self.latent_channels, self.latent_size, self.latent_size)
         t, noise = training_draws(self.train_scheduler, shape, generator)  # the step's first draws, for every method
         z0 = self.encode(x0, generator)  # then the method's own draws (LDM's posterior sample)
+        t = self.training_timesteps(t, generator)
         t, noise = t.to(z0.device), noise.to(device=z0.device, dtype=z0.dtype)
         z_t = self.train_scheduler.add_noise(z0, noise, t)  # q(z_t | z_0)
         tokens, aux_loss, logs = self.context(x0, labels, t, generator, index)

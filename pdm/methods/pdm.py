@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import torch
 
 from pdm.config import ConfigError, ExperimentConfig
+from pdm.guidance import TOKEN_GUIDANCE_OPTIONS, TokenGuidance
 from pdm.methods.base import DataInfo, Method, options_from_yaml
 from pdm.prototypes import (
     FeatureEncoder,
@@ -104,8 +105,14 @@ class PDM(Method):
         aux, parts = self.prototype_loss(z, labels, chosen)
         # diagnostics (issue 7): how spread the batch's assignment is over the K prototypes; detached, logged only
         entropy, distinct = assignment_entropy(chosen, self.bank.prototypes.shape[0])
-        return self.token(chosen, t), aux, {"loss_prototype": aux, **{f"loss_{k}": v for k, v in parts.items()},
-                                            "assignment_entropy": entropy, "prototypes_in_batch": distinct}
+        prototype, drop_logs = self.drop_class_part(self.bank(chosen), generator)  # s-PDM's opt-in guidance
+        return (prototype + self.time_table[t]).unsqueeze(1), aux, {
+            "loss_prototype": aux, **{f"loss_{k}": v for k, v in parts.items()},
+            "assignment_entropy": entropy, "prototypes_in_batch": distinct, **drop_logs}
+
+    def drop_class_part(self, prototype: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """PDM has no labels to guide with: the token's prototype part is kept (s-PDM: pdm.guidance.TokenGuidance)."""
+        return prototype, {}
 
     def training_set_features(self, dataset, batch_size: int):
         """(f_phi(x_0), labels) of the training set in dataset order, `batch_size` images at a time (call in eval mode,
@@ -164,20 +171,20 @@ class PDM(Method):
         }
 
 
-class SupervisedPDM(PDM):
+class SupervisedPDM(TokenGuidance, PDM):
     name = "spdm"
     description = "s-PDM (arXiv 2508.09922): one prototype per class, the label is the assignment"
     conditioning = "class-prototype"
     needs_labels = True
-    sampling_options = ("label_sampling",)
-    options_schema = options_from_yaml("""
+    sampling_options = ("label_sampling", "guidance_weight")
+    options_schema = {**options_from_yaml(TOKEN_GUIDANCE_OPTIONS), **options_from_yaml("""
     num_prototypes: {type: [integer, "null"], minimum: 1, default: null, description: "K; null = number of classes"}
     prototype_dim: {type: [integer, "null"], minimum: 1, default: null}
     tau: {type: number, exclusiveMinimum: 0, default: 1.0}
     alpha: {type: number, minimum: 0, default: 1.0}
     time_embed_dim: {type: [integer, "null"], minimum: 1, default: null}
     label_sampling: {type: string, enum: [uniform, frequency], default: uniform, description: "uniform as in the reference"}
-    """)
+    """)}
 
     def num_prototypes(self, data: DataInfo) -> int:
         if data.num_classes < 1:
@@ -197,5 +204,6 @@ class SupervisedPDM(PDM):
         return {"uniform": "uniform", "frequency": "frequency"}[self.options["label_sampling"]]
 
     def record(self):
-        return {**super().record(), "prototype_sampling": f"label-{self.options['label_sampling']}"}
+        return {**super().record(), "prototype_sampling": f"label-{self.options['label_sampling']}",
+                "label_drop": self.options["label_drop"], "guidance_weight": self.options["guidance_weight"]}
 
