@@ -48,7 +48,7 @@ class ProtoDiffusion(TokenGuidance, Method):  # TokenGuidance: label drop and NF
     description = "ProtoDiffusion (ACML 2023): prototype-initialised class embedding + classifier-free guidance"
     conditioning = "class-embedding+cfg (summed into the time embedding; reference: per residual block)"
     class_embedding = True
-    has_stage1 = True
+    has_stage1, counts_own_stage1_flops = True, True  # the classifier: one counted step x its steps
     needs_labels = True
     sampling_components = ("unet", "class_embedding")
     sampling_options = ("guidance_weight",)
@@ -86,7 +86,7 @@ class ProtoDiffusion(TokenGuidance, Method):  # TokenGuidance: label drop and NF
         out_dir, options = Path(out_dir), cfg.method_options(cls.name)
         out_dir.mkdir(parents=True, exist_ok=True)
         if options["mode"] == "regular":  # no classifier: the table stays randomly initialised
-            return {"seconds": 0.0, "mode": "regular", "sampling_files": [], "training_only_files": []}
+            return {"seconds": 0.0, "mode": "regular", "sampling_files": [], "training_only_files": [], "stage1_flops": 0}
         train_set, holdout = load_dataset(cfg.data, split="train"), load_dataset(cfg.data, split="holdout")
         classifier, record = train_classifier(
             train_set, holdout, num_classes=DataInfo.of(train_set).num_classes, dim=options["prototype_dim"],

@@ -88,3 +88,23 @@ def test_local_weights_file_loads(tmp_path):
     torch.save(reference.state_dict(), good)
     classifier = PrototypeClassifier(3, 4, dim=8, weights_path=good)
     assert torch.equal(classifier.backbone.conv1.weight, reference.conv1.weight)
+
+
+def test_stage1_flops_are_one_counted_step_times_the_steps_and_change_nothing(make_cfg):
+    """The classifier counts one step and multiplies (no counter around its loop): the total equals counting every
+    step, and the counted step leaves the training bitwise as it is uncounted."""
+    from unittest import mock
+
+    import baselines.proto_classifier as module
+    from pdm.flops import ExactFlopCounter
+
+    cfg = make_cfg({"data": {"max_images": 100}})
+    train, holdout = load_dataset(cfg.data), load_dataset(cfg.data, split="holdout")
+    kwargs = dict(num_classes=10, dim=8, steps=3, batch_size=16, lr=1e-3, seed=0, device="cpu")
+    classifier, record = train_classifier(train, holdout, **kwargs)
+    assert record["stage1_flops"] == 3 * record["classifier_step_flops"] > 0
+    with mock.patch.object(module, "holdout_accuracy", return_value=0.0), ExactFlopCounter() as counter:
+        with mock.patch.object(module, "classifier_step_flops", return_value=0):
+            uncounted_first, _ = train_classifier(train, holdout, **kwargs)
+    assert int(counter.get_total_flops()) == record["stage1_flops"]  # every step counted = one step x 3
+    assert torch.equal(uncounted_first.centres, classifier.centres)

@@ -75,6 +75,9 @@ class Method(nn.Module):
     # Conditions through the U-Net's class-embedding input (a (B, E) vector added to the time embedding) instead.
     class_embedding: ClassVar[bool] = False
     has_stage1: ClassVar[bool] = False
+    # run_stage1 returns its own `stage1_flops` (e.g. one counted step x steps) instead of running under the
+    # whole-stage counter, whose per-op overhead (~25% for a small network) would count in its seconds
+    counts_own_stage1_flops: ClassVar[bool] = False
     # Trains on class labels (s-PDM): the preflight refuses a dataset without them before any job starts.
     needs_labels: ClassVar[bool] = False
     # Options that only change generation (left out of the training identity, so editing them never retrains).
