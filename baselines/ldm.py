@@ -170,7 +170,7 @@ class LDM(Method):
     cross_attention = False
     has_stage1 = True
     stage1_options = ("downsample_factor", "latent_channels", "autoencoder_channels", "autoencoder_steps",
-                      "autoencoder_batch_size", "autoencoder_lr", "kl_weight")  # latent_normalization: stage 1 records both
+                      "autoencoder_batch_size", "autoencoder_lr", "kl_weight", "rfid_images")  # latent_normalization: stage 1 records both
     description = "latent diffusion: stage 1 trains a KL autoencoder (diffusers AutoencoderKL), stage 2 the shared U-Net on its latents"
     options_schema = options_from_yaml("""
     downsample_factor: {type: integer, enum: [1, 2, 4, 8], default: 2, description: "f: latent side = resolution / f"}
@@ -180,6 +180,7 @@ class LDM(Method):
     autoencoder_batch_size: {type: integer, minimum: 1, default: 64}
     autoencoder_lr: {type: number, exclusiveMinimum: 0, default: 0.001, description: "Adam, constant (as LDM)"}
     kl_weight: {type: number, minimum: 0, default: 0.000001, description: "weight of the per-image KL sum against the per-image L1 sum (LDM's pixel + KL loss)"}
+    rfid_images: {type: [integer, "null"], minimum: 2, default: null, description: "held-out images the autoencoder's rFID / PSNR score (the first N of the fixed held-out split; null: all); a measurement, never LDM's cost"}
     latent_normalization: {type: string, enum: [channel, global], default: channel, description: "channel: diffusion runs on (z - mean_c) / std_c with each latent channel's mean and std over the training latents (stage 1 measures both); global: LDM's single scale factor 1 / std, no shift"}
     beta_schedule: {type: [string, "null"], enum: [linear, scaled_linear, squaredcos_cap_v2, null], default: scaled_linear, description: "LDM's own noise schedule (null: diffusion.beta_schedule). LDM samples unclipped latents, so it uses its paper's schedule, whose last step keeps sqrt(abar_T) = 0.068 of the signal (the shared linear 1e-4..0.02 keeps 0.0064 and amplifies eps errors 156x in x0)"}
     beta_start: {type: [number, "null"], exclusiveMinimum: 0, default: 0.00085, description: "null: diffusion.beta_start"}
@@ -246,7 +247,7 @@ class LDM(Method):
     # --- stage 1 ---------------------------------------------------------------------------------------------------
     @classmethod
     def run_stage1(cls, cfg: ExperimentConfig, seed: int, out_dir) -> dict[str, Any]:
-        from pdm.data import BatchStream, load_dataset
+        from pdm.data import BatchStream, _subset, load_dataset
         from pdm.metrics import compute_reference_stats, score_samples
         from pdm.runtime import resolve_device
 
@@ -306,6 +307,8 @@ class LDM(Method):
 
         # Reconstruction quality on held-out images: a measurement, not part of LDM's cost
         eval_started = time.perf_counter()
+        if options["rfid_images"] is not None:  # two Inception passes per image: the default scores 100 of 180
+            holdout = _subset(holdout, torch.arange(min(options["rfid_images"], len(holdout))))
         originals = holdout.images.permute(0, 2, 3, 1).numpy()
         reconstructions = reconstruct_uint8(autoencoder, holdout, torch.Generator(device).manual_seed(seed * 1_000_003 + 31), device)
         scratch = Path(tempfile.mkdtemp(prefix=".holdout-", dir=out_dir))

@@ -203,3 +203,15 @@ def test_sampling_parameters_count_the_decoder_not_the_encoder(make_cfg):
     ae = method.autoencoder
     assert count(method.sampling_modules()) == count([method.unet, ae.post_quant_conv, ae.decoder])
     assert count([ae.encoder]) > 0 and count(method.sampling_modules()) < count([method])
+
+
+def test_rfid_images_scores_the_first_held_out_images_only(make_cfg, tmp_path, monkeypatch):
+    from pdm.metrics import scores
+    from pdm.steps import stage1_step
+
+    monkeypatch.setattr(scores, "fid_torch_fidelity", fast_frechet)
+    monkeypatch.setattr(scores, "fid_clean", fast_frechet)
+    cfg = make_cfg({"data": {"max_images": 48}},
+                   replace_methods={"ldm": {**SMALL_AE, "autoencoder_steps": 2, "rfid_images": 3}})
+    record = stage1_step(cfg, "ldm", 0, tmp_path / "stage1")
+    assert record["holdout_images"] == 3 and record["train_images"] == 43 and np.isfinite(record["rfid"])
