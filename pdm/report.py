@@ -438,10 +438,13 @@ def plot_all(frame: pd.DataFrame, plots_dir: Path, grids=()) -> None:
     if "fid" not in frame:  # every run failed: nothing to place on the cost plot
         plt.close("all")
         return
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    cost = frame.assign(total_mb=(frame["weights_bytes"] + frame["external_memory_bytes"]) / 2**20)
-    sns.scatterplot(data=cost, x="device_hours", y="fid", hue="method", size="total_mb", sizes=(40, 400), ax=ax)
-    ax.set(xlabel="device-hours (stage 1 + training)", ylabel="FID ↓", title="quality vs cost (size: weights + memory, MB)")
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    size = "weights + memory (MiB)"
+    cost = frame.assign(**{size: ((frame["weights_bytes"] + frame["external_memory_bytes"]) / 2**20).round(2)})
+    # brief: a few round sizes in the legend, not one 16-digit float per run; the legend sits beside the axes
+    sns.scatterplot(data=cost, x="device_hours", y="fid", hue="method", size=size, sizes=(40, 400), legend="brief", ax=ax)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7)
+    ax.set(xlabel="device-hours (stage 1 + training)", ylabel="FID ↓", title="quality vs cost")
     fig.tight_layout()
     if marks:
         fig.text(0.01, 0.005, extension_note(marks), fontsize=5, ha="left", va="bottom")
