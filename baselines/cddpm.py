@@ -56,14 +56,14 @@ class ClassConditionalDDPM(TokenGuidance, Method):  # TokenGuidance: opt-in clas
         table = sinusoidal_table(self.diffusion_cfg.num_train_timesteps, self.options.get("time_embed_dim") or dim)
         self.register_buffer("time_table", table[:, :dim].contiguous(), persistent=False)
 
-    def token(self, labels: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return (self.embedding(labels) + self.time_table[t]).unsqueeze(1)  # (B, 1, d)
+    def token(self, embedding: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return (embedding + self.time_table[t]).unsqueeze(1)  # (B, 1, d)
 
     def context(self, x0, labels, t, generator, index=None):
         if labels is None:
             raise ValueError("cddpm trains on class labels, and this batch has none")
         embedding, logs = self.drop_class_part(self.embedding(labels), generator)
-        return (embedding + self.time_table[t]).unsqueeze(1), None, logs
+        return self.token(embedding, t), None, logs
 
     @torch.no_grad()
     def finalize(self, dataset) -> None:
@@ -79,11 +79,12 @@ class ClassConditionalDDPM(TokenGuidance, Method):  # TokenGuidance: opt-in clas
         else:
             probs = torch.ones(self.data.num_classes)
         labels = torch.cat([torch.multinomial(probs, 1, generator=g) for g in generators]).to(device)  # one per image
-        return lambda t: self.token(labels, t)
+        embedding = self.embedding(labels)  # independent of t: once per batch, not at every sampler step
+        return lambda t: self.token(embedding, t)
 
     def components(self):
         return {"unet": self.unet, "class_embedding": self.embedding}
 
     def record(self) -> dict[str, Any]:
-        return {**super().record(), "num_classes": self.data.num_classes, "label_sampling": self.options["label_sampling"],
-                "label_drop": self.options["label_drop"], "guidance_weight": self.options["guidance_weight"]}
+        return {**super().record(), "num_classes": self.data.num_classes,
+                "label_sampling": self.options["label_sampling"]}

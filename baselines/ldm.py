@@ -247,7 +247,7 @@ class LDM(Method):
     # --- stage 1 ---------------------------------------------------------------------------------------------------
     @classmethod
     def run_stage1(cls, cfg: ExperimentConfig, seed: int, out_dir) -> dict[str, Any]:
-        from pdm.data import BatchStream, _subset, load_dataset
+        from pdm.data import BatchStream, load_dataset, subset
         from pdm.metrics import compute_reference_stats, score_samples
         from pdm.runtime import resolve_device
 
@@ -308,7 +308,7 @@ class LDM(Method):
         # Reconstruction quality on held-out images: a measurement, not part of LDM's cost
         eval_started = time.perf_counter()
         if options["rfid_images"] is not None:  # two Inception passes per image: the default scores 100 of 180
-            holdout = _subset(holdout, torch.arange(min(options["rfid_images"], len(holdout))))
+            holdout = subset(holdout, torch.arange(min(options["rfid_images"], len(holdout))))
         originals = holdout.images.permute(0, 2, 3, 1).numpy()
         reconstructions = reconstruct_uint8(autoencoder, holdout, torch.Generator(device).manual_seed(seed * 1_000_003 + 31), device)
         scratch = Path(tempfile.mkdtemp(prefix=".holdout-", dir=out_dir))

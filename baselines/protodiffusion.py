@@ -145,5 +145,4 @@ class ProtoDiffusion(TokenGuidance, Method):  # TokenGuidance: label drop and NF
     def record(self) -> dict[str, Any]:
         record = getattr(self, "stage1_record", {})
         return {**super().record(), "num_classes": self.data.num_classes, "mode": self.options["mode"],
-                "guidance_weight": self.options["guidance_weight"], "label_drop": self.options["label_drop"],
                 "classifier_holdout_accuracy": record.get("classifier_holdout_accuracy")}

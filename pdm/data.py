@@ -104,7 +104,7 @@ DATASETS: dict[str, Callable[[DataConfig], ImageDataset]] = {"digits": load_digi
 LABELLED_DATASETS = frozenset({"digits"})
 
 
-def _subset(dataset: ImageDataset, index: torch.Tensor) -> ImageDataset:
+def subset(dataset: ImageDataset, index: torch.Tensor) -> ImageDataset:
     labels = dataset.labels[index] if dataset.labels is not None else None
     return ImageDataset(dataset.name, dataset.images[index], labels, dataset.class_names)
 
@@ -121,13 +121,13 @@ def load_dataset(cfg: DataConfig, split: str = "train") -> ImageDataset:
         raise ValueError(f"split must be 'train' or 'holdout', not {split!r}")
     dataset = DATASETS[cfg.dataset](cfg)
     if cfg.max_images and len(dataset) > cfg.max_images:
-        dataset = _subset(dataset, torch.arange(cfg.max_images))
+        dataset = subset(dataset, torch.arange(cfg.max_images))
     held = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[: round(len(dataset) * cfg.holdout_fraction)]
     if split == "holdout":
-        return _subset(dataset, held.sort().values)
+        return subset(dataset, held.sort().values)
     keep = torch.ones(len(dataset), dtype=torch.bool)
     keep[held] = False
-    return _subset(dataset, keep.nonzero().squeeze(1))
+    return subset(dataset, keep.nonzero().squeeze(1))
 
 
 def image_folder_files(cfg: DataConfig) -> tuple[Path, list[Path], bool]:

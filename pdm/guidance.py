@@ -60,24 +60,20 @@ guidance_weight: {type: number, minimum: 0, default: 0.0, description: "w in (1 
 """
 
 
-def check_guidance_options(method: str, options) -> None:
-    """Guidance needs a network that learned the null condition."""
-    from pdm.config import ConfigError
-
-    if options.get("guidance_weight", 0.0) > 0 and options.get("label_drop", 0.0) == 0:
-        raise ConfigError(f"methods.{method}.guidance_weight={options['guidance_weight']} needs a model trained with "
-                          f"the null condition: set methods.{method}.label_drop > 0 (the reference's 0.1), or "
-                          "guidance_weight: 0")
-
-
 class TokenGuidance:
     """Mixin for a Method with `time_table` whose training token is class part + time: label drop in training and a
     guided denoiser at sampling, both driven by the options above."""
 
     @classmethod
     def check_config(cls, cfg, options) -> None:
+        """Guidance needs a network that learned the null condition."""
+        from pdm.config import ConfigError
+
         super().check_config(cfg, options)
-        check_guidance_options(cls.name, options)
+        if options.get("guidance_weight", 0.0) > 0 and options.get("label_drop", 0.0) == 0:
+            raise ConfigError(f"methods.{cls.name}.guidance_weight={options['guidance_weight']} needs a model trained "
+                              f"with the null condition: set methods.{cls.name}.label_drop > 0 (the reference's 0.1), "
+                              "or guidance_weight: 0")
 
     @classmethod
     def evaluations_per_step(cls, options) -> int:
@@ -91,6 +87,10 @@ class TokenGuidance:
             return class_part, {}
         dropped = null_mask(class_part.shape[0], probability, generator).to(class_part.device)
         return class_part * (~dropped).to(class_part.dtype)[:, None], {"label_drop_fraction": dropped.float().mean()}
+
+    def record(self):
+        return {**super().record(), "label_drop": self.options["label_drop"],
+                "guidance_weight": self.options["guidance_weight"]}
 
     def denoiser(self, generators, device):
         conditional = self.sampling_context(generators, device)

@@ -7,6 +7,7 @@ chunk files), so a killed job resumes where it stopped and gives the same result
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from pathlib import Path
@@ -79,13 +80,10 @@ def stage1_step(cfg: ExperimentConfig, method: str, seed: int, out_dir: str | Pa
     # factor or RDM's embeddings), measurements in pdm.metrics left out; FAISS work is not torch and is not counted.
     # Outputs are bitwise those of an uncounted run; the counting slows the job (~1.2x on CPU, see results/README), so
     # a method whose stage 1 is one repeated step (ProtoDiffusion's classifier) counts one step and multiplies.
-    if method_class.counts_own_stage1_flops:
+    counter = None if method_class.counts_own_stage1_flops else Stage1FlopCounter()
+    with counter or contextlib.nullcontext():
         record = method_class.run_stage1(cfg, seed, Path(out_dir))
-        flops = int(record["stage1_flops"])
-    else:
-        with Stage1FlopCounter() as counter:
-            record = method_class.run_stage1(cfg, seed, Path(out_dir))
-        flops = int(counter.get_total_flops())
+    flops = int(record["stage1_flops"]) if counter is None else int(counter.get_total_flops())
     record = {**provenance(), "method": method, "seed": seed, "stage1_id": stage1_identity(cfg, method, seed),
               "config_hash": cfg.hash, **record, "stage1_flops": flops, "versions": versions()}
     write_json(Path(out_dir) / "stage1.json", record)

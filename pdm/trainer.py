@@ -106,13 +106,14 @@ class _Run:
 
     def __init__(self, cfg: ExperimentConfig, method_name: str, seed: int, model_dir: Path, stage1_dir):
         self.cfg, self.method_name, self.seed, self.model_dir = cfg, method_name, seed, model_dir
+        self.train_cfg = cfg.train_for(method_name)  # the shared `train`, with this method's own lr if it sets one
         self.stage1_dir = stage1_dir
         self.train_id = training_identity(cfg, method_name, seed)
         self.checkpoint_dir = model_dir / "checkpoint"
 
     # --- set up ------------------------------------------------------------------------------------------------
     def _build(self) -> None:
-        cfg, tc = self.cfg, self.cfg.train_for(self.method_name)
+        cfg, tc = self.cfg, self.train_cfg
         self.device = setup_job(cfg)
         self.accelerator = Accelerator(mixed_precision=tc.mixed_precision, cpu=self.device == "cpu")
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
@@ -164,7 +165,7 @@ class _Run:
         A resumed run keeps the plan its checkpoint recorded (in seconds mode, the timing it was made with), so the
         schedule and the step count never change mid-run.
         """
-        tc = self.cfg.train_for(self.method_name)
+        tc = self.train_cfg
         self.seconds_per_step, self.probe_seconds = None, None
         if progress is not None and "steps_planned" in progress:
             self.steps_planned = int(progress["steps_planned"])
@@ -200,7 +201,7 @@ class _Run:
         time is recorded (budget_probe_seconds), never counted in train_seconds. With several processes, process 0's
         timing is used by all.
         """
-        tc, accelerator = self.cfg.train_for(self.method_name), self.accelerator
+        tc, accelerator = self.train_cfg, self.accelerator
         started = time.perf_counter()
         with preserved_state(self.method):
             optimizer = torch.optim.AdamW(self.trainable, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
@@ -283,7 +284,7 @@ class _Run:
             raise TrainingDiverged(self.method_name, step, ", ".join(specific), bad[specific[0]])
 
     def _clip_and_check_gradients(self, step: int) -> None:
-        tc = self.cfg.train_for(self.method_name)
+        tc = self.train_cfg
         if tc.grad_clip is not None:
             norm = self.accelerator.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
         else:
@@ -296,7 +297,7 @@ class _Run:
     def _step(self, step: int, optimizer, ema, probe: bool = False) -> dict:
         """One optimiser step on step `step`'s batch; returns the loss terms. The probe (budget: seconds) runs the
         same work with a throwaway optimiser and EMA, and a plain clip that leaves accelerate's loss scaler alone."""
-        tc, accelerator = self.cfg.train_for(self.method_name), self.accelerator
+        tc, accelerator = self.train_cfg, self.accelerator
         x0, labels, index = self.stream.batch(step, self.rank, self.world)
         x0 = x0.to(accelerator.device)
         labels = labels.to(accelerator.device) if labels is not None else None
@@ -317,7 +318,7 @@ class _Run:
         return logs
 
     def _loop(self, step: int, train_seconds: float) -> tuple[int, float, str, dict]:
-        tc, accelerator = self.cfg.train_for(self.method_name), self.accelerator
+        tc, accelerator = self.train_cfg, self.accelerator
         steps = self.steps_planned
         bar = tqdm(total=steps, initial=step, desc=f"{self.method_name} seed{self.seed}", mininterval=2.0,
                    disable=not accelerator.is_main_process, file=sys.stderr)
@@ -363,7 +364,7 @@ class _Run:
 
     # --- the record --------------------------------------------------------------------------------------------
     def _record(self, steps_done: int, train_seconds: float, stop_reason: str, final_losses: dict) -> dict:
-        cfg, tc, method = self.cfg, self.cfg.train_for(self.method_name), self.method
+        cfg, tc, method = self.cfg, self.train_cfg, self.method
         stage1_seconds = self.stage1.get("seconds", 0.0)
         budget_value = {"steps": tc.steps, "flops": tc.flops, "seconds": tc.seconds}[tc.budget]
         return {

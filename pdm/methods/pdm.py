@@ -84,8 +84,8 @@ class PDM(Method):
     def num_prototypes(self, data: DataInfo) -> int:
         return self.options["num_prototypes"]
 
-    def token(self, index: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return (self.bank(index) + self.time_table[t]).unsqueeze(1)  # (B, 1, d)
+    def token(self, prototype: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return (prototype + self.time_table[t]).unsqueeze(1)  # (B, 1, d)
 
     def assign(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         return nearest_prototype(z, self.bank.prototypes)
@@ -106,7 +106,7 @@ class PDM(Method):
         # diagnostics (issue 7): how spread the batch's assignment is over the K prototypes; detached, logged only
         entropy, distinct = assignment_entropy(chosen, self.bank.prototypes.shape[0])
         prototype, drop_logs = self.drop_class_part(self.bank(chosen), generator)  # s-PDM's opt-in guidance
-        return (prototype + self.time_table[t]).unsqueeze(1), aux, {
+        return self.token(prototype, t), aux, {
             "loss_prototype": aux, **{f"loss_{k}": v for k, v in parts.items()},
             "assignment_entropy": entropy, "prototypes_in_batch": distinct, **drop_logs}
 
@@ -153,9 +153,9 @@ class PDM(Method):
             return torch.cat([torch.multinomial(probs, 1, generator=g) for g in generators]).to(device)
 
         if mode == "per_step_uniform":  # reference quirk: a fresh random prototype at every denoising step
-            return lambda t: self.token(draw(), t)
-        index = draw()
-        return lambda t: self.token(index, t)
+            return lambda t: self.token(self.bank(draw()), t)
+        prototype = self.bank(draw())
+        return lambda t: self.token(prototype, t)
 
     def components(self):
         return {"unet": self.unet, "prototypes": self.bank, "f_phi": self.f_phi}
@@ -204,6 +204,5 @@ class SupervisedPDM(TokenGuidance, PDM):
         return {"uniform": "uniform", "frequency": "frequency"}[self.options["label_sampling"]]
 
     def record(self):
-        return {**super().record(), "prototype_sampling": f"label-{self.options['label_sampling']}",
-                "label_drop": self.options["label_drop"], "guidance_weight": self.options["guidance_weight"]}
+        return {**super().record(), "prototype_sampling": f"label-{self.options['label_sampling']}"}
 
