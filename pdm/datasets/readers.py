@@ -63,7 +63,10 @@ def stl10(raw: Path, resolution: int, per_class: int | None, seed: int) -> Nativ
     parts += [_open(STL10, str(raw), split="train", folds=fold) for fold in range(10)]
     images = np.concatenate([part.data for part in parts])  # (N, 3, 96, 96), already channels-first
     labels = np.concatenate([part.labels for part in parts]).astype(np.int64)
-    return Native(len(images), images.__getitem__, labels, tuple(parts[0].classes),
+    classes = getattr(parts[0], "classes", None)  # torchvision reads them from class_names.txt when it exists
+    if classes is None:
+        raise DataError(f"{raw / STL10.base_folder / STL10.class_names_file} is missing; re-place the archive")
+    return Native(len(images), images.__getitem__, labels, tuple(classes),
                   {"splits": ["train", "test"] + [f"train fold {fold}" for fold in range(10)]})
 
 
