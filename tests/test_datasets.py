@@ -181,3 +181,27 @@ def test_data_list_and_per_class_refusal(tmp_path, capsys):
     assert all(name in listing for name in NAMES) and "176x176" in listing and "prepared: no" in listing
     assert main(["data", "prepare", "cifar10", "--root", str(tmp_path), "--per-class", "3"]) == 2
     assert "--per-class applies to celeba and tinyimagenet only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["cifar10", "tinyimagenet"])
+def test_download_fetches_the_pinned_url_and_md5(tmp_path, fake_md5, monkeypatch, name):
+    """--download goes through torchvision's download_url with the pinned URL and md5 (here it copies a fake
+    archive instead of fetching; the network is off in tests), then unpacks and prepares."""
+    import shutil
+
+    import torchvision.datasets.utils
+
+    from pdm.datasets.raw import REQUIREMENTS
+
+    getattr(fake_native, name)(tmp_path / "made")
+    archive = next((tmp_path / "made" / name / "raw").glob("*.*"))
+    fetched = []
+
+    def fake_download_url(url, root, filename=None, md5=None, **kwargs):
+        fetched.append((url, md5))
+        shutil.copy(archive, f"{root}/{filename or url.rsplit('/', 1)[1]}")
+
+    monkeypatch.setattr(torchvision.datasets.utils, "download_url", fake_download_url)
+    [item] = REQUIREMENTS[name]()
+    assert prepare(name, tmp_path, download=True, per_class=2 if name == "tinyimagenet" else None)["count"] > 0
+    assert fetched == [(item.url, item.md5)]
