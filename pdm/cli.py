@@ -10,6 +10,8 @@
     pdm-bench report   --config C --records m1.json m2.json ... --tables-dir ... --plots-dir ... [--grids ...]
     pdm-bench regress  --table results/ci/tables/main.csv --golden tests/golden/ci/main.csv --tolerances ...
     pdm-bench identity --config C --method pdm --seed 0      # the stage identities the workflow uses
+    pdm-bench data prepare cifar10 --root data [--download]  # a paper dataset -> data/cifar10/ (pdm.datasets)
+    pdm-bench data list [--root data]
 """
 
 from __future__ import annotations
@@ -59,7 +61,41 @@ def _parser() -> argparse.ArgumentParser:
     from pdm import regress
 
     regress.add_arguments(sub.add_parser("regress", help="compare a results table with a golden table under tolerances"))
+    _add_data_commands(sub.add_parser("data", help="prepare the paper's datasets (pdm.datasets); needs no config"))
     return parser
+
+
+def _add_data_commands(parser: argparse.ArgumentParser) -> None:
+    from pdm.datasets.catalog import CATALOG
+
+    data = parser.add_subparsers(dest="data_command", required=True)
+    prepare = data.add_parser("prepare", help="native files in ROOT/NAME/raw/ -> ROOT/NAME/{images,labels}.npy + manifest.json")
+    prepare.add_argument("name", choices=list(CATALOG))
+    prepare.add_argument("--root", required=True, help="data folder; configs name it as data.root")
+    prepare.add_argument("--download", action="store_true",
+                         help="download missing native files (torchvision's URLs and md5 checks); default: offline")
+    prepare.add_argument("--seed", type=int, default=0, help="seed of the per-class draw (celeba, tinyimagenet)")
+    prepare.add_argument("--per-class", type=int, default=None,
+                         help="images drawn per class (celeba: per Male value, default 10000; tinyimagenet: default 250)")
+    listing = data.add_parser("list", help="the preparable datasets (and, with --root, which are prepared there)")
+    listing.add_argument("--root", default=None)
+
+
+def _data(args: argparse.Namespace) -> int:
+    from pdm.datasets.prepare import list_datasets, prepare
+
+    try:
+        if args.data_command == "prepare":
+            prepare(args.name, args.root, download=args.download, seed=args.seed, per_class=args.per_class)
+        else:
+            for row in list_datasets(args.root):
+                prepared = f"  prepared: {row['prepared']}" if "prepared" in row else ""
+                print(f"{row['name']:13s}{row['resolution']:4d}x{row['resolution']:<4d}{row['count']:>7,d} images  "
+                      f"{row['source']}{prepared}")
+    except (ValueError, FileNotFoundError) as err:  # DataError is a ValueError
+        print(f"pdm-bench data {args.data_command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         from pdm import regress
 
         return regress.run(args)
+    if args.command == "data":  # needs no experiment config
+        return _data(args)
     try:
         cfg = load_config(args.config)
         preflight(cfg)

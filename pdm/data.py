@@ -99,9 +99,37 @@ def load_imagefolder(cfg: DataConfig) -> ImageDataset:
     return ImageDataset("imagefolder", torch.from_numpy(np.stack(arrays)), label_tensor, names)
 
 
-DATASETS: dict[str, Callable[[DataConfig], ImageDataset]] = {"digits": load_digits, "imagefolder": load_imagefolder}
+def _check_prepared_config(cfg: DataConfig) -> tuple[Path, str]:
+    """(the prepared folder, the command that makes it); the config must match the prepared set's fixed shape."""
+    from pdm.datasets.catalog import CATALOG
+    from pdm.datasets.prepare import prepare_command
+
+    spec = CATALOG[cfg.dataset]
+    if not cfg.root:
+        raise ConfigError(f"data.root is required for the {cfg.dataset} dataset: the folder given to "
+                          f"`pdm-bench data prepare {cfg.dataset} --root DIR` (e.g. data)")
+    if cfg.resolution != spec.resolution or cfg.channels != 3:
+        raise ConfigError(f"data: {cfg.dataset} is prepared at {spec.resolution}x{spec.resolution} RGB (the reference "
+                          f"code's size); set data.resolution: {spec.resolution} and data.channels: 3")
+    return Path(cfg.root).expanduser() / cfg.dataset, prepare_command(cfg.dataset, cfg.root)
+
+
+def load_prepared(cfg: DataConfig) -> ImageDataset:
+    """A dataset prepared by `pdm-bench data prepare` (pdm.datasets), checked against its manifest's sha256."""
+    from pdm.datasets.store import load_prepared as load_checked
+
+    folder, hint = _check_prepared_config(cfg)
+    manifest, images, labels = load_checked(folder, hint)
+    # copy-on-write memory maps: torch shares their pages; only the images used are read from disk
+    return ImageDataset(cfg.dataset, torch.from_numpy(images), torch.from_numpy(labels), tuple(manifest["class_names"]))
+
+
+PREPARED_DATASETS = ("cifar10", "stl10", "eurosat", "celeba", "tinyimagenet")  # pdm.datasets.catalog.CATALOG
+DATASETS: dict[str, Callable[[DataConfig], ImageDataset]] = {
+    "digits": load_digits, "imagefolder": load_imagefolder, **{name: load_prepared for name in PREPARED_DATASETS},
+}
 # Registered datasets that always carry class labels; imagefolder has them when its root holds class sub-folders.
-LABELLED_DATASETS = frozenset({"digits"})
+LABELLED_DATASETS = frozenset({"digits", *PREPARED_DATASETS})
 
 
 def subset(dataset: ImageDataset, index: torch.Tensor) -> ImageDataset:
@@ -143,7 +171,8 @@ def image_folder_files(cfg: DataConfig) -> tuple[Path, list[Path], bool]:
 
 
 def check_data_config(cfg: DataConfig) -> None:
-    """Cheap checks run when the workflow is built, before any job: the dataset exists and a folder holds images.
+    """Cheap checks run when the workflow is built, before any job: the dataset exists, a folder holds images, and a
+    prepared dataset's config matches its fixed size.
 
     `pdm.preflight.verify_images` then checks every image file (cached) and names all the bad ones at once.
     """
@@ -151,6 +180,8 @@ def check_data_config(cfg: DataConfig) -> None:
         raise ConfigError(f"data.dataset: unknown dataset '{cfg.dataset}'; known datasets: {', '.join(sorted(DATASETS))}")
     if cfg.dataset == "imagefolder":
         image_folder_files(cfg)
+    elif cfg.dataset in PREPARED_DATASETS:  # the files themselves may not exist yet: the prepare_data rule makes them
+        _check_prepared_config(cfg)
 
 
 class BatchStream:
