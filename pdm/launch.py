@@ -57,7 +57,8 @@ def launch_training(cfg: ExperimentConfig, method: str, seed: int, out: str | Pa
                     stage1_dir: str | Path | None = None, threads: int | None = None, program: tuple[str, ...] = CLI) -> int:
     """Train in `num_processes` processes, their output going to this process's stdout and stderr (the job log).
 
-    Returns 0, or TRAINING_FAILED when training diverged (train.json then records why); any other failure raises.
+    Returns 0, or TRAINING_FAILED when training diverged (train.json then records why, and the job succeeds as a
+    one-process job does); any other failure raises.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,7 +75,21 @@ def launch_training(cfg: ExperimentConfig, method: str, seed: int, out: str | Pa
                              stdout=sys.stdout, stderr=sys.stderr, check=False)
     finally:
         config_path.unlink(missing_ok=True)
+    if run.returncode != 0 and _diverged(cfg, method, seed, out):
+        return TRAINING_FAILED  # torchrun reports any failed process as 1: train.json tells a diverged run apart
     if run.returncode not in (0, TRAINING_FAILED):
         raise RuntimeError(f"data-parallel training of {method} seed {seed} in {num_processes} processes exited with "
                            f"status {run.returncode}; the processes' errors are above in this log")
     return run.returncode
+
+
+def _diverged(cfg: ExperimentConfig, method: str, seed: int, out: Path) -> bool:
+    """Whether this training run wrote a failed train.json (training diverged: a result, not a job error)."""
+    from pdm.identity import training_identity
+    from pdm.io import read_json
+
+    try:
+        record = read_json(out / "train.json")
+    except (OSError, ValueError):
+        return False
+    return record.get("status") == "failed" and record.get("train_id") == training_identity(cfg, method, seed)

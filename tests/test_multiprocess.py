@@ -16,6 +16,7 @@ from pdm.config import resolve_config
 from pdm.launch import launch_training, processes_for, train_command
 
 TRACED_TRAIN = (str(Path(__file__).parent / "data_parallel" / "traced_train.py"),)
+FAKE_TRAIN = (str(Path(__file__).parent / "data_parallel" / "fake_train.py"),)
 STEPS = 4
 # PDM: prototype tokens through cross-attention, f_phi's BatchNorm over the global batch; s-PDM: the null-condition
 # draw (label_drop); DDPM: no tokens
@@ -108,8 +109,20 @@ def test_the_launch_command_follows_the_gpus_given(tmp_path):
         processes_for(4, device_count=2)
 
 
-def test_a_failed_process_fails_the_job_with_its_status(cfg, tmp_path, monkeypatch):
+@pytest.mark.parametrize("outcome", ["error", "diverged"])
+def test_a_failed_process_fails_the_job_unless_training_diverged(cfg, outcome, tmp_path, monkeypatch):
+    """torchrun exits 1 whichever way a process failed: an error fails the job (naming the status), a diverged run
+    (train.json written with status failed, exit 3, as pdm.cli) is a recorded result, as in one process."""
+    from pdm.identity import training_identity
+    from pdm.launch import TRAINING_FAILED
+
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    with pytest.raises(RuntimeError, match="in 2 processes exited with status 2"):
-        launch_training(cfg, "no_such_method", 0, tmp_path, 2)
+    monkeypatch.setenv("FAKE_OUTCOME", outcome)
+    monkeypatch.setenv("FAKE_TRAIN_ID", training_identity(cfg, "pdm", 0))
+    launch = lambda: launch_training(cfg, "pdm", 0, tmp_path, 2, program=FAKE_TRAIN)  # noqa: E731
+    if outcome == "error":
+        with pytest.raises(RuntimeError, match="pdm seed 0 in 2 processes exited with status 1"):
+            launch()
+    else:
+        assert launch() == TRAINING_FAILED
     assert not (tmp_path / "launch_config.yaml").exists()
