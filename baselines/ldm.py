@@ -37,6 +37,7 @@ from pdm.config import ConfigError, ExperimentConfig
 from pdm.io import atomic_path, read_json
 from pdm.diffusion import make_train_scheduler
 from pdm.methods.base import DataInfo, Method, options_from_yaml
+from pdm.shards import draw_for_batch, share_of
 
 ENCODER_FILE, DECODER_FILE = "encoder.safetensors", "decoder.safetensors"
 RECONSTRUCTION_GRID = "reconstructions.png"
@@ -79,7 +80,14 @@ def autoencoder_loss(autoencoder: AutoencoderKL, x: torch.Tensor, kl_weight: flo
 
 @torch.no_grad()
 def sample_latents(autoencoder: AutoencoderKL, x: torch.Tensor, generator) -> torch.Tensor:
-    return autoencoder.encode(x).latent_dist.sample(generator)
+    posterior = autoencoder.encode(x).latent_dist
+    if generator is None or share_of(generator)[1] == 1:
+        return posterior.sample(generator)
+    # one of several processes (pdm.shards): z = mean + std * eps as diffusers' sample, eps drawn for the global batch
+    mean = posterior.mean
+    eps = draw_for_batch(lambda n: torch.randn((n, *mean.shape[1:]), generator=generator, device=generator.device,
+                                               dtype=mean.dtype).to(mean.device), len(mean), generator)
+    return mean + posterior.std * eps
 
 
 @torch.no_grad()

@@ -27,6 +27,7 @@ from pdm.config import ConfigError
 from pdm.guidance import TokenGuidance, guided_denoiser
 from pdm.io import read_json
 from pdm.methods.base import DataInfo, Method, options_from_yaml
+from pdm.shards import positions, share_of
 
 CLASSIFIER_FILE, CENTRES_FILE = "classifier.safetensors", "centres.safetensors"
 
@@ -121,11 +122,13 @@ class ProtoDiffusion(TokenGuidance, Method):  # TokenGuidance: label drop and NF
 
     def training_timesteps(self, t, generator):
         """Reference quirk (diffusion.py trainloss), with `low_t_fraction`: the batch's last B // 10 get t < 50."""
-        count = int(t.shape[0] * self.options["low_t_fraction"] + 1e-9)
+        batch = t.shape[0] * share_of(generator)[1]  # the global batch's last images, whatever the process count
+        count = int(batch * self.options["low_t_fraction"] + 1e-9)
         if count == 0:
             return t
         low = torch.randint(50, (count,), generator=generator, device=generator.device).to(t.device)
-        return torch.cat([t[: t.shape[0] - count], low])
+        place = positions(t.shape[0], generator).to(t.device) - (batch - count)  # (B_local,) index into low, if >= 0
+        return torch.where(place >= 0, low[place.clamp(min=0)], t)
 
     def sampling_context(self, generators, device):
         # one label per image, uniform over the classes, from that image's own generator (after its initial noise);

@@ -15,6 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from pdm.config import ConfigError, DataConfig
+from pdm.shards import share
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -208,11 +209,11 @@ class BatchStream:
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """x_0 in [-1, 1] (B, C, H, W), labels (B,) and dataset positions (B,) for this step (this rank's share)."""
         index = self.indices(step)
-        index = index[rank::world_size]
+        index = share(index, rank, world_size)  # pdm.shards: positions rank, rank + world_size, ...
         x0 = self.dataset.to_model_range(index)
         if self.hflip:
             flip = torch.rand(len(self.indices(step)), generator=torch.Generator().manual_seed(self.seed * 7919 + step))
-            flip = flip[rank::world_size] < 0.5
+            flip = share(flip, rank, world_size) < 0.5
             x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
         labels = self.dataset.labels[index] if self.dataset.labels is not None else None
         return x0, labels, index

@@ -11,6 +11,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from pdm.config import DiffusionConfig
+from pdm.shards import draw_for_batch
 
 SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpmpp": DPMSolverMultistepScheduler}
 
@@ -52,8 +53,10 @@ def training_draws(
     Methods make these the first draws of a training step, so every method gets the same t and (where its diffusion
     space has the same shape) the same noise at a given step; its own draws come after.
     """
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (shape[0],), generator=generator, device=generator.device)
-    noise = torch.randn(shape, generator=generator, device=generator.device)
+    device = generator.device  # with several processes, drawn for the global batch, this process's share kept
+    t = draw_for_batch(lambda n: torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator,
+                                               device=device), shape[0], generator)
+    noise = draw_for_batch(lambda n: torch.randn((n, *shape[1:]), generator=generator, device=device), shape[0], generator)
     return t, noise
 
 

@@ -13,6 +13,8 @@ from typing import Callable
 
 import torch
 
+from pdm.shards import draw_for_batch
+
 Context = Callable[[torch.Tensor], torch.Tensor]  # t -> conditioning (tokens or class embedding) for the batch
 
 
@@ -48,7 +50,8 @@ def null_mask(batch_size: int, probability: float, generator: torch.Generator) -
     """(B,) bool: which images train on the null condition, one uniform draw per image from `generator` (the
     training step's, after its t and noise), so a resumed or repeated run drops the same ones (reference train.py:
     np.random.rand(b) < threshold)."""
-    return torch.rand(batch_size, generator=generator, device=generator.device) < probability
+    draw = lambda n: torch.rand(n, generator=generator, device=generator.device)  # noqa: E731  (pdm.shards)
+    return draw_for_batch(draw, batch_size, generator) < probability
 
 
 # Opt-in guidance for the methods whose bottleneck token is `class part + sinusoidal(t)` (s-PDM, cddpm): off by

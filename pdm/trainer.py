@@ -5,8 +5,10 @@ same batches in the same order, the same AdamW + warm-up + cosine schedule, the 
 budget (train.budget): the same optimiser steps, or the same training FLOPs, or the same training seconds. In the
 flops and seconds modes each method runs the steps its budget allows (pdm.flops) and its LR schedule is laid out for
 that number of steps. Snapshots (train.snapshots) save the weights at fractions of the planned steps without
-changing the training. Multi-GPU runs go through accelerate (`accelerate launch -m pdm.cli train ...`): each
-process takes its share of every global batch, so the global batch and data order do not change.
+changing the training. Data-parallel runs (several GPUs for one job: pdm.launch, docs/multigpu.md) go through
+accelerate: each process takes its share of every global batch and draws every per-image random quantity for the
+whole batch (pdm.shards), so the data order, global batch and per-image draws are those of one process; only the
+order of floating-point sums differs.
 
 Health: a NaN or Inf in any loss term or in the gradients stops training at that step, naming the step and the term;
 the run is then recorded as failed (train.json `status: failed`, `failure: ...`) so that it shows in the tables with
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import resource
 import shutil
 import sys
@@ -47,6 +50,7 @@ from pdm.io import write_json
 from pdm.methods.base import DataInfo
 from pdm.methods.registry import get_method_class
 from pdm.runtime import provenance, resolve_device, setup_job, versions
+from pdm.shards import global_batch_norm, step_generator
 
 __all__ = ["TrainingDiverged", "load_stage1", "resolve_device", "step_generator", "train", "versions"]
 log = logging.getLogger("pdm.trainer")
@@ -61,12 +65,6 @@ class TrainingDiverged(RuntimeError):
         self.step, self.term, self.value = step, term, value
         super().__init__(f"{method}: {term} became {value} at step {step}; training stopped there. Fix: lower train.lr, "
                          "set train.grad_clip, or use train.mixed_precision: 'no'")
-
-
-def step_generator(seed: int, step: int, rank: int = 0, device="cpu") -> torch.Generator:
-    """The generator of one training step (one per process): every method draws t and the noise from it first (then
-    its own draws), so at a given step all methods of an experiment get the same batch, timesteps and noise."""
-    return torch.Generator(device).manual_seed((seed * 1_000_003 + step) * 64 + rank)
 
 
 def peak_memory(device: str) -> dict:
@@ -93,12 +91,14 @@ def train(cfg: ExperimentConfig, method_name: str, seed: int, model_dir: str | P
     """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    handler = _file_logger(model_dir / "train.log")
+    # one writer of train.log: process 0 of a data-parallel run (torchrun sets RANK in every process it starts)
+    handler = _file_logger(model_dir / "train.log") if int(os.environ.get("RANK", "0")) == 0 else None
     try:
         return _Run(cfg, method_name, seed, model_dir, stage1_dir).execute(resume)
     finally:
-        logging.getLogger("pdm").removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            logging.getLogger("pdm").removeHandler(handler)
+            handler.close()
 
 
 class _Run:
@@ -126,6 +126,9 @@ class _Run:
                  self.device, self.world, sum(p.numel() for p in self.method.parameters()), self.train_id)
         self.stage1 = load_stage1(self.method, self.stage1_dir)  # frozen; its time counts in this method's cost
         self.method.to(self.accelerator.device)
+        if self.world > 1:  # several processes (pdm.shards): BatchNorm over the global batch; dropout masks differ
+            global_batch_norm(self.method)
+            torch.manual_seed(self.seed * 1_000_003 + self.rank)  # per process (dropout draws from the process RNG)
         self.trainable = [p for p in self.method.parameters() if p.requires_grad]  # stage-1 networks stay frozen
         self.stream = BatchStream(self.dataset, tc.batch_size, self.seed, hflip=cfg.data.hflip)
         # FLOPs of one real training step: step 0's whole (global) batch through the method's loss, forward and
@@ -301,11 +304,15 @@ class _Run:
         x0, labels, index = self.stream.batch(step, self.rank, self.world)
         x0 = x0.to(accelerator.device)
         labels = labels.to(accelerator.device) if labels is not None else None
-        generator = step_generator(self.seed, step, self.rank, accelerator.device)
+        generator = step_generator(self.seed, step, self.rank, accelerator.device, self.world)
         with accelerator.autocast():
             loss, logs = self.model(x0, labels, generator, index.to(accelerator.device))
         if not probe:
             self._check_finite(step + 1, {**logs, "loss": loss.detach()})
+        if self.world > 1:  # the global batch's terms: means over equal shares (batch diagnostics: mean of the shares')
+            values = accelerator.reduce(torch.stack([torch.as_tensor(v, dtype=torch.float32, device=accelerator.device)
+                                                     .reshape(()) for v in logs.values()]), "mean")
+            logs = dict(zip(logs, values))
         accelerator.backward(loss)
         if not probe:
             self._clip_and_check_gradients(step + 1)

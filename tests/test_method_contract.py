@@ -137,3 +137,47 @@ def test_images_depend_only_on_their_seed_and_survive_save_and_load(setting, nam
     reloaded = build(setting, name, init_seed=1)  # other initial weights, until the saved ones are loaded
     load_components(reloaded, tmp_path)
     np.testing.assert_array_equal(reloaded.sample([5, 6, 7, 8], "ddim", 3, batch_size=2), together)
+
+
+SHARED_DRAW_OPTIONS = {"spdm": {"label_drop": 0.5}, "cddpm": {"label_drop": 0.5}}  # make the null-condition draw too
+BATCH_COUPLED = {"pdm_balanced": "its Sinkhorn assignment balances each process's share, not the global batch"}
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_two_processes_train_on_the_whole_batch_as_one(setting, name):
+    """Data-parallel training (pdm.shards): two processes, each on its share of the global batch with its share of the
+    step's draws, average to the one-process loss and gradient, so P processes train as one (up to float sums).
+
+    In one process here, so BatchNorm runs on its running statistics (per image); over real processes it uses the
+    global batch's (pdm.shards.GlobalBatchNorm2d), checked by tests/test_multiprocess.py.
+    """
+    from pdm.checkpoint import load_stage1
+    from pdm.data import BatchStream
+    from pdm.methods.base import DataInfo
+    from pdm.shards import step_generator
+
+    if name in BATCH_COUPLED:
+        pytest.skip(f"{name} is not exact over processes: {BATCH_COUPLED[name]} (docs/multigpu.md)")
+    cfg, dataset, stage1 = setting
+    if name in SHARED_DRAW_OPTIONS:
+        cfg = cfg.with_method_options(name, **SHARED_DRAW_OPTIONS[name])
+    stream = BatchStream(dataset, 8, SEED, hflip=True)
+
+    def loss_and_gradient(rank, world):
+        torch.manual_seed(0)
+        method = get_method_class(name)(cfg, DataInfo.of(dataset)).train()
+        load_stage1(method, stage1.get(name))
+        for module in method.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+        x0, labels, index = stream.batch(1, rank, world)
+        loss, _ = method.loss(x0, labels, step_generator(SEED, 1, rank, "cpu", world), index)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in method.parameters() if p.requires_grad]
+
+    whole_loss, whole_grads = loss_and_gradient(0, 1)
+    shares = [loss_and_gradient(rank, 2) for rank in (0, 1)]
+    mean_loss = (shares[0][0] + shares[1][0]) / 2  # what the trainer logs: the processes' losses, averaged
+    torch.testing.assert_close(mean_loss, whole_loss, rtol=1e-5, atol=1e-6)
+    for whole, a, b in zip(whole_grads, shares[0][1], shares[1][1]):  # what DDP's all-reduce gives: the mean gradient
+        torch.testing.assert_close((a + b) / 2, whole, rtol=1e-4, atol=1e-6)

@@ -28,6 +28,9 @@ rule stage1:
 # are in no identity (the final weights do not depend on them), but each snapshot folder is a declared output (a
 # fraction that is never reached gets a snapshot.json saying so): a fraction added to the config is a missing output, so Snakemake re-runs this job (which
 # gives bitwise the same weights), and a removed one is simply no longer asked for.
+# Several GPUs for one job (`--set-resources train:gpu=4`, or a profile's set-resources; the SLURM executor plugin asks
+# for them with --gpus): the job trains data-parallel in one process per GPU (pdm.launch, docs/multigpu.md), with the
+# same data order, global batch and identity as one process.
 rule train:
     input:
         lambda wc: [f"{R}/stage1/{wc.method}/seed{wc.seed}"] if wc.method in STAGE1_METHODS else [],
