@@ -99,9 +99,30 @@ def load_imagefolder(cfg: DataConfig) -> ImageDataset:
     return ImageDataset("imagefolder", torch.from_numpy(np.stack(arrays)), label_tensor, names)
 
 
-DATASETS: dict[str, Callable[[DataConfig], ImageDataset]] = {"digits": load_digits, "imagefolder": load_imagefolder}
+# PLACEHOLDER (issue 9, to be replaced by the data-preparation change): the paper's datasets, prepared on disk by
+# `pdm-bench data prepare NAME --root DIR` into DIR/NAME/ with a manifest.json (the workflow's prepare_data rule).
+# Only their names and manifest path live here until their loaders land; loading one says so.
+PREPARED_DATASETS = ("cifar10", "stl10", "eurosat", "celeba", "tinyimagenet")
+
+
+def manifest_path(cfg: DataConfig) -> Path:
+    """DIR/NAME/manifest.json of a prepared dataset (data.root = the DIR given to `pdm-bench data prepare`)."""
+    return Path(cfg.root or "data") / cfg.dataset / "manifest.json"
+
+
+def load_prepared(cfg: DataConfig) -> ImageDataset:
+    raise DataError(f"data.dataset '{cfg.dataset}': the loader of prepared datasets is not in this version yet; "
+                    "use the imagefolder dataset meanwhile")
+
+
+DATASETS: dict[str, Callable[[DataConfig], ImageDataset]] = {
+    "digits": load_digits,
+    "imagefolder": load_imagefolder,
+    **{name: load_prepared for name in PREPARED_DATASETS},
+}
 # Registered datasets that always carry class labels; imagefolder has them when its root holds class sub-folders.
-LABELLED_DATASETS = frozenset({"digits"})
+# CelebA's label is its `Male` attribute (two values), as in the reference code.
+LABELLED_DATASETS = frozenset({"digits", *PREPARED_DATASETS})
 
 
 def subset(dataset: ImageDataset, index: torch.Tensor) -> ImageDataset:

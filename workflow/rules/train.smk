@@ -3,6 +3,8 @@
 
 
 rule stage1:
+    input:
+        data=DATA_INPUTS,
     output:
         directory(f"{R}/stage1/{{method}}/seed{{seed}}"),
     params:
@@ -30,7 +32,8 @@ rule stage1:
 # gives bitwise the same weights), and a removed one is simply no longer asked for.
 rule train:
     input:
-        lambda wc: [f"{R}/stage1/{wc.method}/seed{wc.seed}"] if wc.method in STAGE1_METHODS else [],
+        unpack(lambda wc: {"stage1": f"{R}/stage1/{wc.method}/seed{wc.seed}"} if wc.method in STAGE1_METHODS else {}),
+        data=DATA_INPUTS,
     output:
         record=f"{R}/models/{{method}}/seed{{seed}}/train.json",
         weights=directory(f"{R}/models/{{method}}/seed{{seed}}/weights"),
