@@ -55,8 +55,7 @@ else:  # `experiments: [a.yaml, ...]` (config/paper/all.yaml): one module per ex
 
         use rule * from _experiment as _prefix*
 
-    @workflow.onstart  # a module's own `onstart` is not run (Snakemake runs the main Snakefile's only)
-    def _check_devices():
+    onstart:  # a module's own `onstart` is not run (Snakemake runs the main Snakefile's only)
         if workflow.local_exec:
             for _experiment_config in EXPERIMENTS.values():
                 check_device_or_exit(resolve_config(_experiment_config))

@@ -8,8 +8,9 @@ config/paper/all.yaml lists the five paper datasets' configs; the Snakefile load
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pdm.config import ConfigError, load_raw, merge_config
 

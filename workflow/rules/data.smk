@@ -15,5 +15,7 @@ rule prepare_data:
         dataset="|".join(PREPARED_DATASETS),
     log:
         "{root}/logs/prepare_{dataset}.log",
+    conda:
+        "../../environment.yml"
     shell:
         "pdm-bench data prepare {wildcards.dataset} --root {wildcards.root} > {log} 2>&1"
