@@ -2,7 +2,9 @@
 #   snakemake --cores all                                  # the embedded default (config/default.yaml)
 #   snakemake --cores all --config seeds=[0,1,2]           # overrides merge onto config/default.yaml
 #   snakemake --cores all --configfile config/ci.yaml      # another experiment (replaces the default, no merging)
-#   snakemake --workflow-profile profiles/slurm --configfile config/paper/cifar10.yaml   # on a SLURM cluster
+#   snakemake --cores all --configfile config/paper/cifar10.yaml  # one paper dataset (GPU scale, docs/paper.md)
+#   snakemake --cores all --configfile config/paper/all.yaml      # every paper dataset in one workflow
+#   snakemake --workflow-profile profiles/slurm --configfile config/paper/all.yaml   # on a SLURM cluster
 #   snakemake --cores all --configfile config/sweep_default.yaml   # FID against NFE over the default's models, no training
 # profiles/default (keep going, rerun incomplete jobs, one GPU job at a time) is used unless another is named.
 # Results land in results/{experiment}/ (see results/README.md).
@@ -15,18 +17,9 @@ from pathlib import Path
 # (README, "Where the default run's time goes"). A value already set in the environment wins.
 os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(2**30))
 
-from pdm.config import coerce_overrides, merge_base
-from pdm.identity import (
-    evaluation_identity,
-    refstats_identity,
-    sampling_identity,
-    stage1_identity,
-    training_identity,
-)
-from pdm.methods.registry import get_method_class
-from pdm.preflight import check_device_or_exit, check_models_or_exit, preflight_or_exit
-from pdm.checkpoint import snapshot_name
-from pdm.sweep import FINAL, curve_fractions
+from pdm.config import ConfigError, coerce_overrides, merge_base, resolve_config
+from pdm.experiments import experiment_configs, is_multi_experiment
+from pdm.preflight import check_device_or_exit
 
 if not workflow.overwrite_configfiles:  # no --configfile: --config key=value overrides merge onto the default
     configfile: f"{workflow.basedir}/config/default.yaml"  # beside this Snakefile, also under --directory
@@ -38,52 +31,36 @@ _base_dirs = [Path(f).parent for f in workflow.overwrite_configfiles or ()] + [P
 _merged = merge_base(config, _base_dirs)
 config.clear()
 config.update(_merged)
-# Validate against pdm/config.schema.yaml, fill defaults, check data: every input error surfaces here, before any
-# job, as one message (no traceback). The GPU check waits for `onstart` (the first point where Snakemake knows
-# whether the jobs run on this machine) except inside a cluster job, where this machine is the one that runs it.
-CFG = preflight_or_exit(config, local=workflow.remote_exec)
 
+# Preparing a dataset (the paper's, pdm.data.PREPARED_DATASETS) is shared by every experiment that trains on it.
+include: "workflow/rules/data.smk"
 
-onstart:
-    if workflow.local_exec:
-        check_device_or_exit(CFG)
+if not is_multi_experiment(config):  # one experiment: its rules under their own names (train, sample, evaluate, ...)
+    # `include:` would restore the default target afterwards; its `rule all` is the default target here
+    workflow.include("workflow/experiment.smk", overwrite_default_target=True)
 
+else:  # `experiments: [a.yaml, ...]` (config/paper/all.yaml): one module per experiment, rules named {experiment}_train, ...
+    try:
+        EXPERIMENTS = experiment_configs(config, _base_dirs)
+    except ConfigError as err:
+        raise SystemExit(f"pdm-bench: error: {err}") from None
+    for _experiment, _experiment_config in EXPERIMENTS.items():
 
-EXP = CFG.experiment
-if not CFG.trains:  # sweep.models_from: another experiment's models are plain inputs, checked before any job
-    check_models_or_exit(CFG)
-METHODS = list(CFG.methods)
-SEEDS = list(CFG.seeds)
-STAGE1_METHODS = [m for m in METHODS if get_method_class(m).has_stage1]
-SNAPSHOTS = [snapshot_name(f) for f in CFG.train.snapshots]  # models/{method}/seed{seed}/snapshots/{name}/
-PROTOTYPE_METHODS = [m for m in METHODS if get_method_class(m).has_prototypes]  # get the prototype diagnostics
-R = f"results/{EXP}"
-REFSTATS = f"{R}/refstats/{CFG.data.dataset}{CFG.data.resolution}_inception_{refstats_identity(CFG)}.npz"
-# GPU jobs declare one GPU (profiles cap how many run at once): `device: cuda`, or `auto` where this machine has one.
-GPUS_PER_JOB = 1 if CFG.device == "cuda" or (CFG.device == "auto" and __import__("torch").cuda.is_available()) else 0
+        module:
+            name: _experiment
+            snakefile: "workflow/experiment.smk"
+            config: _experiment_config
 
-wildcard_constraints:
-    method="|".join(METHODS),
-    seed=r"\d+",
+        _prefix = f"{_experiment}_"  # Snakemake resolves a module's name and rule prefix from these variables
 
-include: "workflow/rules/train.smk"
-include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/report.smk"
-include: "workflow/rules/common.smk"
-include: "workflow/rules/curves.smk"
-include: "workflow/rules/diagnostics.smk"
+        use rule * from _experiment as _prefix*
 
+    onstart:  # a module's own `onstart` is not run (Snakemake runs the main Snakefile's only)
+        if workflow.local_exec:
+            for _experiment_config in EXPERIMENTS.values():
+                check_device_or_exit(resolve_config(_experiment_config))
 
-# An experiment that trains reports its methods; a sweep adds FID against NFE (and against the guidance weight);
-# train.snapshots adds FID over training.
-# With sweep.models_from, only the curves: nothing is trained.
-rule all:
-    input:
-        rules.report.output if CFG.trains else [],
-        rules.sweep_report.output if CFG.sweep.enabled else [],
-        rules.guidance_report.output if CFG.sweep.guidance_weights else [],
-        rules.training_curve.output if CFG.train.snapshots else [],
-        expand(f"{R}/diagnostics/{{method}}/seed{{seed}}/diagnostics.json", method=PROTOTYPE_METHODS, seed=SEEDS)
-        if CFG.trains
-        else [],
-    default_target: True
+    rule all:
+        input:
+            [getattr(rules, f"{name}_all").input for name in EXPERIMENTS],
+        default_target: True

@@ -126,6 +126,12 @@ def load_prepared(cfg: DataConfig) -> ImageDataset:
 
 
 PREPARED_DATASETS = ("cifar10", "stl10", "eurosat", "celeba", "tinyimagenet")  # pdm.datasets.catalog.CATALOG
+
+
+def manifest_path(cfg: DataConfig) -> Path:
+    """DIR/NAME/manifest.json of a prepared dataset: the workflow's prepare_data output, an input of every data job."""
+    return Path(cfg.root or "data") / cfg.dataset / "manifest.json"
+
 DATASETS: dict[str, Callable[[DataConfig], ImageDataset]] = {
     "digits": load_digits, "imagefolder": load_imagefolder, **{name: load_prepared for name in PREPARED_DATASETS},
 }

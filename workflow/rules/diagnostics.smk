@@ -4,6 +4,7 @@ rule diagnostics:
     input:
         record=rules.train.output.record,
         weights=rules.train.output.weights,
+        data=DATA_INPUTS,
     output:
         usage=f"{R}/diagnostics/{{method}}/seed{{seed}}/usage.png",
         entropy=f"{R}/diagnostics/{{method}}/seed{{seed}}/entropy.png",

@@ -1,6 +1,8 @@
 # Reference statistics are computed once per identity (real images + extractor) and shared by every method and seed;
 # the file name carries the identity, so a change of eval.num_real makes a new file instead of reusing a stale one.
 rule refstats:
+    input:
+        data=DATA_INPUTS,
     output:
         REFSTATS,
     params:

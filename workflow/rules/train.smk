@@ -3,6 +3,8 @@
 
 
 rule stage1:
+    input:
+        data=DATA_INPUTS,
     output:
         directory(f"{R}/stage1/{{method}}/seed{{seed}}"),
     params:
@@ -33,7 +35,8 @@ rule stage1:
 # same data order, global batch and identity as one process.
 rule train:
     input:
-        lambda wc: [f"{R}/stage1/{wc.method}/seed{wc.seed}"] if wc.method in STAGE1_METHODS else [],
+        unpack(lambda wc: {"stage1": f"{R}/stage1/{wc.method}/seed{wc.seed}"} if wc.method in STAGE1_METHODS else {}),
+        data=DATA_INPUTS,
     output:
         record=f"{R}/models/{{method}}/seed{{seed}}/train.json",
         weights=directory(f"{R}/models/{{method}}/seed{{seed}}/weights"),

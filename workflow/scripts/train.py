@@ -9,7 +9,7 @@ from pdm.steps import train_step
 
 with job(snakemake) as cfg:  # noqa: F821
     wc = snakemake.wildcards  # noqa: F821
-    stage1_dir = snakemake.input[0] if snakemake.input else None  # noqa: F821
+    stage1_dir = snakemake.input.get("stage1")  # noqa: F821 (LDM's and RDM's stage-1 folder, else None)
     model_dir = Path(snakemake.output.record).parent  # noqa: F821
     # one process per GPU the job was given (resources.gpu; docs/multigpu.md), data-parallel when more than one
     num_processes = processes_for(snakemake.resources.get("gpu", 0))  # noqa: F821
