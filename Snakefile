@@ -28,6 +28,9 @@ from pdm.preflight import check_device_or_exit, check_models_or_exit, preflight_
 from pdm.checkpoint import snapshot_name
 from pdm.sweep import FINAL, curve_fractions
 
+report: "workflow/report/workflow.rst"  # the front page of `snakemake --report`; docs/report.md
+
+
 if not workflow.overwrite_configfiles:  # no --configfile: --config key=value overrides merge onto the default
     configfile: f"{workflow.basedir}/config/default.yaml"  # beside this Snakefile, also under --directory
 

@@ -10,6 +10,8 @@
     pdm-bench report   --config C --records m1.json m2.json ... --tables-dir ... --plots-dir ... [--grids ...]
     pdm-bench regress  --table results/ci/tables/main.csv --golden tests/golden/ci/main.csv --tolerances ...
     pdm-bench identity --config C --method pdm --seed 0      # the stage identities the workflow uses
+    pdm-bench paper-tables --tables results/*/tables/main.csv [--published config/published.csv] \
+                           --out results/paper/tables [--plots results/paper/plots]   # dataset x method tables
 """
 
 from __future__ import annotations
@@ -59,7 +61,36 @@ def _parser() -> argparse.ArgumentParser:
     from pdm import regress
 
     regress.add_arguments(sub.add_parser("regress", help="compare a results table with a golden table under tolerances"))
+    paper = sub.add_parser("paper-tables", help="IS / FID / KID and cost per dataset x method from several experiments")
+    paper.add_argument("--tables", nargs="+", required=True,
+                       help="each experiment's tables/main.csv (one experiment per dataset; results.csv beside it)")
+    paper.add_argument("--published", default=None, help="published numbers to show beside ours (config/published.csv)")
+    paper.add_argument("--out", required=True, help="folder for paper.csv, paper_{fid,is,kid}.md/.tex/.html, ...")
+    paper.add_argument("--plots", default=None, help="folder for samples.png (rows methods, columns datasets)")
+    paper.add_argument("--confidence", type=float, default=0.95, help="level of the t intervals over seeds")
     return parser
+
+
+def paper_tables(args) -> int:
+    """The cross-dataset tables (pdm.paper_render) and, with --plots, the sample-grid figure of every dataset."""
+    from pathlib import Path
+
+    from pdm.paper_render import write_paper_tables
+
+    try:
+        scores = write_paper_tables(args.tables, args.out, args.published, args.confidence)
+        if args.plots:
+            from pdm.paper import experiment_dataset
+            from pdm.paper_figures import datasets_sample_figure
+
+            plots = {experiment_dataset(Path(t))[0]: Path(t).parent.parent / "plots" for t in args.tables}
+            datasets_sample_figure(plots, Path(args.plots) / "samples.png", list(dict.fromkeys(scores["method"])))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"pdm-bench paper-tables: error: {err}", file=sys.stderr)
+        return 2
+    print(f"pdm-bench paper-tables: {scores['dataset'].nunique()} dataset(s), {scores['method'].nunique()} method(s) "
+          f"-> {args.out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         from pdm import regress
 
         return regress.run(args)
+    if args.command == "paper-tables":  # reads finished experiments' tables, no config
+        return paper_tables(args)
     try:
         cfg = load_config(args.config)
         preflight(cfg)

@@ -60,9 +60,10 @@ def experiment_scores(table_path: str | Path, confidence: float = 0.95) -> pd.Da
         kind = f"t over {count} seeds" if count > 1 else "bootstrap (1 seed)" if count == 1 else "no ok seed"
         summary = main[(main["method"] == method) & ~main["seed"].str.fullmatch(r"\d+")].iloc[0]
         for metric, label in METRIC_LABELS.items():
-            if label not in main:
-                continue
-            if metric == "is":
+            if label not in main:  # a score this experiment did not compute: a row that says so, never a gap
+                value = low = high = float("nan")
+                interval = "not computed"
+            elif metric == "is":
                 values = ok[label].dropna().tolist()
                 value, low, high = t_interval(values, confidence)
                 interval = f"t over {len(values)} seeds" if len(values) > 1 else "none"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pdm.html_tables import write_html_twin
 from pdm.io import atomic_path
 from pdm.paper import efficiency_table, experiment_dataset, paper_scores
 from pdm.published import METRIC_LABELS, read_published
@@ -125,15 +126,16 @@ def write_paper_tables(table_paths, out_dir, published_path=None, confidence: fl
     with atomic_path(out_dir / "paper.csv") as tmp:
         scores.to_csv(tmp, index=False)
     for metric in METRIC_LABELS:
-        if (scores["metric"] == metric).any():
-            _write_text(out_dir / f"paper_{metric}.md", markdown(scores, published, metric, confidence, settings))
-            _write_text(out_dir / f"paper_{metric}.tex", latex(scores, published, metric, confidence, settings))
+        _write_text(out_dir / f"paper_{metric}.md", markdown(scores, published, metric, confidence, settings))
+        _write_text(out_dir / f"paper_{metric}.tex", latex(scores, published, metric, confidence, settings))
+        write_html_twin(out_dir / f"paper_{metric}.md")
     efficiency = efficiency_table(table_paths)
     with atomic_path(out_dir / "paper_efficiency.csv") as tmp:
         efficiency.to_csv(tmp, index=False)
     note = ("Means over seeds (each experiment's efficiency.md has the per-seed rows and how each column is measured). "
             "device-hours: stage 1 + training.")
     _write_text(out_dir / "paper_efficiency.md", efficiency.map(_fmt).to_markdown(index=False) + f"\n\n{note}\n")
+    write_html_twin(out_dir / "paper_efficiency.md")
     shown = efficiency.assign(dataset=efficiency["dataset"].map(latex_escape), method=efficiency["method"].map(latex_escape))
     _write_text(out_dir / "paper_efficiency.tex", r"% needs \usepackage{booktabs}" + "\n"
                 + shown.to_latex(index=False, float_format="%.4g", na_rep="--"))

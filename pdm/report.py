@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pdm.html_tables import write_html_twin
 from pdm.io import atomic_path, read_json
+from pdm.paper_figures import experiment_sample_figure
 from pdm.uncertainty import excludes_zero, paired_differences, percentile_interval, t_interval
 
 # column in the records -> column in the paper-style tables
@@ -404,7 +406,9 @@ def report(record_paths, tables_dir, plots_dir, grids=(), stage1_paths=(), refer
                 "generation loads (LDM: U-Net + decoder); training-only = f_phi; external memory = RDM's database + "
                 "index + encoder weights.",
                 marks=marks)
-    stage1_tables(stage1_paths, tables_dir)
+    written = stage1_tables(stage1_paths, tables_dir)
+    for name in ["main", "efficiency", *written]:  # inline tables in `snakemake --report` (it shows .html, not .csv)
+        write_html_twin(tables_dir / f"{name}.md")
     plot_all(frame, plots_dir, grids)
     return frame
 
@@ -419,10 +423,14 @@ def plot_all(frame: pd.DataFrame, plots_dir: Path, grids=()) -> None:
     plots_dir.mkdir(parents=True, exist_ok=True)
     sns.set_theme(style="whitegrid")
     marks = extensions(frame)
+    methods = list(dict.fromkeys(frame["method"]))  # the grids' file names carry the plain names
     frame = mark_extensions(frame, marks)  # plots name extension methods `name †`, with the note below the figure
     for grid in map(Path, grids):  # .../samples/{method}/seed{seed}/grid.png
         with atomic_path(plots_dir / f"samples_{grid.parent.parent.name}_{grid.parent.name}.png") as tmp:
             shutil.copyfile(grid, tmp)
+    if grids:  # every method's grid in one labelled figure (the per-method copies stay for the report's gallery)
+        dataset = str(frame["dataset"].iloc[0]) if "dataset" in frame else "this experiment's data"
+        experiment_sample_figure(plots_dir, plots_dir / "samples.png", dataset, methods)
     metrics = [(c, label) for c, label in (("fid", "FID ↓"), ("kid_mean", "KID ↓"), ("clean_fid", "clean-FID ↓")) if c in frame]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2))
     for ax, (column, label) in zip(np.atleast_1d(axes), metrics):
