@@ -437,6 +437,9 @@ def plot_all(frame: pd.DataFrame, plots_dir: Path, grids=()) -> None:
         sns.barplot(data=frame, x="method", y=column, ax=ax, errorbar="sd", hue="method", legend=False)
         sns.stripplot(data=frame, x="method", y=column, ax=ax, color="black", size=4)
         ax.set(title=label, xlabel="", ylabel="")
+        ax.tick_params(axis="x", labelrotation=35)  # 7 method names side by side overlapped when horizontal
+        for tick in ax.get_xticklabels():
+            tick.set_horizontalalignment("right")
     fig.tight_layout()
     if marks:
         fig.text(0.01, 0.005, extension_note(marks), fontsize=6, ha="left", va="bottom")
@@ -450,8 +453,13 @@ def plot_all(frame: pd.DataFrame, plots_dir: Path, grids=()) -> None:
     size = "weights + memory (MiB)"
     cost = frame.assign(**{size: ((frame["weights_bytes"] + frame["external_memory_bytes"]) / 2**20).round(2)})
     # brief: a few round sizes in the legend, not one 16-digit float per run; the legend sits beside the axes
-    sns.scatterplot(data=cost, x="device_hours", y="fid", hue="method", size=size, sizes=(40, 400), legend="brief", ax=ax)
+    sns.scatterplot(data=cost, x="device_hours", y="fid", hue="method", size=size, sizes=(40, 400), legend="brief", ax=ax,
+                    alpha=0.75, edgecolor="black", linewidth=0.5)  # see-through, outlined: coinciding runs stay visible
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(5))  # a few ticks: eleven 6-digit device-hour labels ran into each other
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))  # 1e-3 as an offset, not 0.0004 on every tick
     ax.set(xlabel="device-hours (stage 1 + training)", ylabel="FID ↓", title="quality vs cost")
     fig.tight_layout()
     if marks:
