@@ -50,7 +50,7 @@ def experiment_scores(table_path: str | Path, confidence: float = 0.95) -> pd.Da
     here (none for one seed).
     """
     table_path = Path(table_path)
-    dataset, records = experiment_dataset(table_path)
+    dataset, _ = experiment_dataset(table_path)
     main = pd.read_csv(table_path, dtype={"seed": str})
     per_seed = main[main["seed"].str.fullmatch(r"\d+") & (main["status"] == "ok")]
     rows = []

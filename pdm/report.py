@@ -14,7 +14,12 @@ import pandas as pd
 from pdm.html_tables import write_html_twin
 from pdm.io import atomic_path, read_json
 from pdm.paper_figures import experiment_sample_figure
-from pdm.uncertainty import excludes_zero, paired_differences, percentile_interval, t_interval
+from pdm.uncertainty import (
+    excludes_zero,
+    paired_differences,
+    percentile_interval,
+    t_interval,
+)
 
 # column in the records -> column in the paper-style tables
 MAIN_COLUMNS = {

@@ -8,10 +8,14 @@ PAPER_OUT = globals().get("PAPER_OUT", "results/paper")
 PUBLISHED = globals().get("PUBLISHED", "config/published.csv" if Path("config/published.csv").exists() else None)
 PAPER_CONFIDENCE = globals().get("PAPER_CONFIDENCE", 0.95)
 
-
-def _paper_html(name, caption, label):
-    return report(f"{PAPER_OUT}/tables/{name}.html", caption=f"../report/{caption}.rst", category="0 Paper tables",
-                  labels={"table": label})
+PAPER_HTML = {  # each paper table's .html twin (pdm.html_tables), shown inline in the report
+    name: report(f"{PAPER_OUT}/tables/{name}.html", caption=f"../report/{caption}.rst", category="0 Paper (all datasets)",
+                 labels={"table": label})
+    for name, caption, label in (("paper_fid", "paper_metric", "FID per dataset x method"),
+                                 ("paper_is", "paper_metric", "IS per dataset x method"),
+                                 ("paper_kid", "paper_metric", "KID per dataset x method"),
+                                 ("paper_efficiency", "paper_efficiency", "cost per dataset x method"))
+}
 
 
 rule paper_tables:
@@ -27,12 +31,12 @@ rule paper_tables:
         + multiext(f"{PAPER_OUT}/tables/paper_is", ".md", ".tex")
         + multiext(f"{PAPER_OUT}/tables/paper_kid", ".md", ".tex"),
         efficiency=multiext(f"{PAPER_OUT}/tables/paper_efficiency", ".csv", ".md", ".tex"),
-        fid_html=_paper_html("paper_fid", "paper_metric", "FID per dataset x method"),
-        is_html=_paper_html("paper_is", "paper_metric", "IS per dataset x method"),
-        kid_html=_paper_html("paper_kid", "paper_metric", "KID per dataset x method"),
-        efficiency_html=_paper_html("paper_efficiency", "paper_efficiency", "cost per dataset x method"),
+        fid_html=PAPER_HTML["paper_fid"],
+        is_html=PAPER_HTML["paper_is"],
+        kid_html=PAPER_HTML["paper_kid"],
+        efficiency_html=PAPER_HTML["paper_efficiency"],
         samples=report(f"{PAPER_OUT}/plots/samples.png", caption="../report/paper_samples.rst",
-                       category="0 Paper tables", labels={"table": "samples per dataset x method"}),
+                       category="0 Paper (all datasets)", labels={"table": "samples per dataset x method"}),
     params:
         confidence=PAPER_CONFIDENCE,
     log:

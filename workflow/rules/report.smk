@@ -8,11 +8,10 @@ STAGE1_TABLE_OUTPUTS = {
     if method in METHODS
 }
 CAPTIONS = "../report"  # report() captions are relative to this file
-
-
-def _table_html(name):
-    return report(f"{R}/tables/{name}.html", caption=f"{CAPTIONS}/{name}.rst", category="1 Tables",
-                  labels={"table": name})
+TABLE_HTML = {  # each table's .html twin (pdm.html_tables), shown inline in the report
+    name: report(f"{R}/tables/{name}.html", caption=f"{CAPTIONS}/{name}.rst", category="1 Tables", labels={"table": name})
+    for name in ["main", "efficiency", *STAGE1_TABLE_OUTPUTS]
+}
 
 
 rule report:
@@ -25,9 +24,9 @@ rule report:
         main=multiext(f"{R}/tables/main", ".csv", ".md", ".tex"),
         efficiency=multiext(f"{R}/tables/efficiency", ".csv", ".md", ".tex"),
         stage1=[path for paths in STAGE1_TABLE_OUTPUTS.values() for path in paths],
-        main_html=_table_html("main"),
-        efficiency_html=_table_html("efficiency"),
-        stage1_html=[_table_html(name) for name in STAGE1_TABLE_OUTPUTS],
+        main_html=TABLE_HTML["main"],
+        efficiency_html=TABLE_HTML["efficiency"],
+        stage1_html=[TABLE_HTML[name] for name in STAGE1_TABLE_OUTPUTS],
         fid_plot=report(f"{R}/plots/fid_comparison.png", caption=f"{CAPTIONS}/fid_comparison.rst",
                         category="2 Figures", labels={"figure": "FID, KID, clean-FID per method"}),
         cost_plot=report(f"{R}/plots/fid_vs_cost.png", caption=f"{CAPTIONS}/fid_vs_cost.rst",
