@@ -21,6 +21,9 @@ from pdm.config import ConfigError, coerce_overrides, merge_base, resolve_config
 from pdm.experiments import experiment_configs, is_multi_experiment
 from pdm.preflight import check_device_or_exit
 
+report: "workflow/report/workflow.rst"  # the front page of `snakemake --report`; docs/report.md
+
+
 if not workflow.overwrite_configfiles:  # no --configfile: --config key=value overrides merge onto the default
     configfile: f"{workflow.basedir}/config/default.yaml"  # beside this Snakefile, also under --directory
 

@@ -12,6 +12,8 @@
     pdm-bench identity --config C --method pdm --seed 0      # the stage identities the workflow uses
     pdm-bench data prepare cifar10 --root data [--download]  # a paper dataset -> data/cifar10/ (pdm.datasets)
     pdm-bench data list [--root data]
+    pdm-bench paper-tables --tables results/*/tables/main.csv [--published config/published.csv] \
+                           --out results/paper/tables [--plots results/paper/plots]   # dataset x method tables
 """
 
 from __future__ import annotations
@@ -62,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
 
     regress.add_arguments(sub.add_parser("regress", help="compare a results table with a golden table under tolerances"))
     _add_data_commands(sub.add_parser("data", help="prepare the paper's datasets (pdm.datasets); needs no config"))
+    paper = sub.add_parser("paper-tables", help="IS / FID / KID and cost per dataset x method from several experiments")
+    paper.add_argument("--tables", nargs="+", required=True,
+                       help="each experiment's tables/main.csv (one experiment per dataset; results.csv beside it)")
+    paper.add_argument("--published", default=None, help="published numbers to show beside ours (config/published.csv)")
+    paper.add_argument("--out", required=True, help="folder for paper.csv, paper_{fid,is,kid}.md/.tex/.html, ...")
+    paper.add_argument("--plots", default=None, help="folder for samples.png (rows methods, columns datasets)")
+    paper.add_argument("--confidence", type=float, default=0.95, help="level of the t intervals over seeds")
     return parser
 
 
@@ -98,6 +107,28 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def paper_tables(args) -> int:
+    """The cross-dataset tables (pdm.paper_render) and, with --plots, the sample-grid figure of every dataset."""
+    from pathlib import Path
+
+    from pdm.paper_render import write_paper_tables
+
+    try:
+        scores = write_paper_tables(args.tables, args.out, args.published, args.confidence)
+        if args.plots:
+            from pdm.paper import experiment_dataset
+            from pdm.paper_figures import datasets_sample_figure
+
+            plots = {experiment_dataset(Path(t))[0]: Path(t).parent.parent / "plots" for t in args.tables}
+            datasets_sample_figure(plots, Path(args.plots) / "samples.png", list(dict.fromkeys(scores["method"])))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"pdm-bench paper-tables: error: {err}", file=sys.stderr)
+        return 2
+    print(f"pdm-bench paper-tables: {scores['dataset'].nunique()} dataset(s), {scores['method'].nunique()} method(s) "
+          f"-> {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "regress":  # needs no experiment config
@@ -106,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         return regress.run(args)
     if args.command == "data":  # needs no experiment config
         return _data(args)
+    if args.command == "paper-tables":  # reads finished experiments' tables, no config
+        return paper_tables(args)
     try:
         cfg = load_config(args.config)
         preflight(cfg)

@@ -166,3 +166,37 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# --- footnotes for the paper tables (pdm.paper, pdm.paper_render) ---------------------------------------------------
+METRIC_LABELS = {"fid": "FID", "is": "IS", "kid": "KID"}  # published metric -> our table's column (clean_fid: none yet)
+# Our paper configs score FID / KID against the training images, as the reference code does: a number against the
+# test set is another quantity (DDPM CIFAR-10: 3.17 train, 5.24 test), so the reference column leaves it out.
+COMPARABLE_EVAL_SETS = ("train", "none", "unknown")
+PublishedError = PublishedTableError  # the name the paper tables use
+
+
+def read_published(path: str | Path = DEFAULT_PATH) -> pd.DataFrame:
+    """The checked rows the tables can show, each with its `footnote` text and a `key` (a, b, ...) per footnote."""
+    table = load_published(path)
+    table = table[table["metric"].isin(METRIC_LABELS) & table["eval_set"].isin(COMPARABLE_EVAL_SETS)]
+    table = table.reset_index(drop=True)
+    table["footnote"] = [describe_source(row) for _, row in table.iterrows()]
+    keys = {text: _footnote_key(i) for i, text in enumerate(dict.fromkeys(table["footnote"]))}
+    return table.assign(key=table["footnote"].map(keys))
+
+
+def _footnote_key(index: int) -> str:
+    """a, b, ..., z, aa, ab, ...: keys that cannot be mistaken for our interval brackets."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return letters[index] if index < 26 else _footnote_key(index // 26 - 1) + letters[index % 26]
+
+
+def describe_source(row: pd.Series) -> str:
+    """One footnote: the citation, then how the number was made (what decides whether it compares with ours)."""
+    made = [f"{row['eval_set']} set" if row["eval_set"] in ("train", "test") else "",
+            f"{int(row['num_samples']):,} samples" if not pd.isna(row["num_samples"]) else "",
+            f"{int(row['sampling_steps']):,} sampling steps" if not pd.isna(row["sampling_steps"]) else "",
+            "" if pd.isna(row["ema"]) else ("EMA weights" if row["ema"] else "no EMA")]
+    detail = "; ".join(part for part in made if part)
+    return f"{row['source']}" + (f" ({detail})" if detail else "") + (f" {row['url']}" if row["url"] else "")

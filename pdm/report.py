@@ -11,8 +11,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pdm.html_tables import write_html_twin
 from pdm.io import atomic_path, read_json
-from pdm.uncertainty import excludes_zero, paired_differences, percentile_interval, t_interval
+from pdm.paper_figures import experiment_sample_figure
+from pdm.uncertainty import (
+    excludes_zero,
+    paired_differences,
+    percentile_interval,
+    t_interval,
+)
 
 # column in the records -> column in the paper-style tables
 MAIN_COLUMNS = {
@@ -404,7 +411,9 @@ def report(record_paths, tables_dir, plots_dir, grids=(), stage1_paths=(), refer
                 "generation loads (LDM: U-Net + decoder); training-only = f_phi; external memory = RDM's database + "
                 "index + encoder weights.",
                 marks=marks)
-    stage1_tables(stage1_paths, tables_dir)
+    written = stage1_tables(stage1_paths, tables_dir)
+    for name in ["main", "efficiency", *written]:  # inline tables in `snakemake --report` (it shows .html, not .csv)
+        write_html_twin(tables_dir / f"{name}.md")
     plot_all(frame, plots_dir, grids)
     return frame
 
@@ -419,16 +428,23 @@ def plot_all(frame: pd.DataFrame, plots_dir: Path, grids=()) -> None:
     plots_dir.mkdir(parents=True, exist_ok=True)
     sns.set_theme(style="whitegrid")
     marks = extensions(frame)
+    methods = list(dict.fromkeys(frame["method"]))  # the grids' file names carry the plain names
     frame = mark_extensions(frame, marks)  # plots name extension methods `name †`, with the note below the figure
     for grid in map(Path, grids):  # .../samples/{method}/seed{seed}/grid.png
         with atomic_path(plots_dir / f"samples_{grid.parent.parent.name}_{grid.parent.name}.png") as tmp:
             shutil.copyfile(grid, tmp)
+    if grids:  # every method's grid in one labelled figure (the per-method copies stay for the report's gallery)
+        dataset = str(frame["dataset"].iloc[0]) if "dataset" in frame else "this experiment's data"
+        experiment_sample_figure(plots_dir, plots_dir / "samples.png", dataset, methods)
     metrics = [(c, label) for c, label in (("fid", "FID ↓"), ("kid_mean", "KID ↓"), ("clean_fid", "clean-FID ↓")) if c in frame]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2))
     for ax, (column, label) in zip(np.atleast_1d(axes), metrics):
         sns.barplot(data=frame, x="method", y=column, ax=ax, errorbar="sd", hue="method", legend=False)
         sns.stripplot(data=frame, x="method", y=column, ax=ax, color="black", size=4)
         ax.set(title=label, xlabel="", ylabel="")
+        ax.tick_params(axis="x", labelrotation=35)  # 7 method names side by side overlapped when horizontal
+        for tick in ax.get_xticklabels():
+            tick.set_horizontalalignment("right")
     fig.tight_layout()
     if marks:
         fig.text(0.01, 0.005, extension_note(marks), fontsize=6, ha="left", va="bottom")
@@ -442,8 +458,13 @@ def plot_all(frame: pd.DataFrame, plots_dir: Path, grids=()) -> None:
     size = "weights + memory (MiB)"
     cost = frame.assign(**{size: ((frame["weights_bytes"] + frame["external_memory_bytes"]) / 2**20).round(2)})
     # brief: a few round sizes in the legend, not one 16-digit float per run; the legend sits beside the axes
-    sns.scatterplot(data=cost, x="device_hours", y="fid", hue="method", size=size, sizes=(40, 400), legend="brief", ax=ax)
+    sns.scatterplot(data=cost, x="device_hours", y="fid", hue="method", size=size, sizes=(40, 400), legend="brief", ax=ax,
+                    alpha=0.75, edgecolor="black", linewidth=0.5)  # see-through, outlined: coinciding runs stay visible
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=7)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(5))  # a few ticks: eleven 6-digit device-hour labels ran into each other
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))  # 1e-3 as an offset, not 0.0004 on every tick
     ax.set(xlabel="device-hours (stage 1 + training)", ylabel="FID ↓", title="quality vs cost")
     fig.tight_layout()
     if marks:

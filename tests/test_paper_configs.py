@@ -122,7 +122,7 @@ def test_all_yaml_dry_run_plans_every_dataset_method_and_seed(tmp_path):
     # the rules declare their GPU themselves (the profile's set-resources name the unprefixed rules only)
     train_jobs = re.findall(r"^rule paper_\w+_train:\n(?:    .*\n)+", text, re.MULTILINE)  # its indented lines
     assert len(train_jobs) == len(REFERENCE) * runs and all("gpu=1" in job for job in train_jobs)
-    prepared = re.findall(r"^rule prepare_data:\n(?:    .*\n)*?    wildcards: root=data, dataset=(\w+)", text, re.MULTILINE)
+    prepared = re.findall(r"^rule prepare_data:\n(?:    .*\n)*?    wildcards: data_root=data, dataset=(\w+)", text, re.MULTILINE)
     assert sorted(prepared) == sorted(REFERENCE)  # into data/{dataset}/, shared by every method and seed
 
 

@@ -72,7 +72,10 @@ rule sweep_report:
                        seed=SEEDS, sampler=CFG.sweep.samplers, steps=CFG.sweep.steps),
     output:
         table=multiext(f"{R}/tables/sweep", ".csv", ".md"),
-        plot=f"{R}/plots/fid_vs_nfe.png",
+        table_html=report(f"{R}/tables/sweep.html", caption="../report/sweep.rst", category="1 Tables",
+                          labels={"table": "sweep"}),
+        plot=report(f"{R}/plots/fid_vs_nfe.png", caption="../report/fid_vs_nfe.rst", category="5 Curves",
+                    labels={"figure": "FID against sampling steps"}),
     params:
         settings=f"confidence={CFG.report.confidence}",  # report-only: a change re-runs this rule alone
     log:
@@ -135,7 +138,10 @@ rule guidance_report:
                        seed=SEEDS, weight=[f"{float(w):g}" for w in CFG.sweep.guidance_weights]),
     output:
         table=multiext(f"{R}/tables/guidance", ".csv", ".md"),
-        plot=f"{R}/plots/fid_vs_guidance.png",
+        table_html=report(f"{R}/tables/guidance.html", caption="../report/guidance.rst", category="1 Tables",
+                          labels={"table": "guidance"}),
+        plot=report(f"{R}/plots/fid_vs_guidance.png", caption="../report/fid_vs_guidance.rst", category="5 Curves",
+                    labels={"figure": "FID against guidance weight"}),
     params:
         settings=f"confidence={CFG.report.confidence}",  # report-only: a change re-runs this rule alone
     log:
@@ -199,7 +205,10 @@ rule training_curve:
         records=_curve_records(None),
     output:
         table=multiext(f"{R}/tables/training_curve", ".csv", ".md"),
-        plot=f"{R}/plots/fid_over_training.png",
+        table_html=report(f"{R}/tables/training_curve.html", caption="../report/training_curve.rst", category="1 Tables",
+                          labels={"table": "training_curve"}),
+        plot=report(f"{R}/plots/fid_over_training.png", caption="../report/fid_over_training.rst", category="5 Curves",
+                    labels={"figure": "FID over training"}),
     params:
         settings=f"confidence={CFG.report.confidence}",
     log:

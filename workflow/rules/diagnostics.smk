@@ -6,9 +6,15 @@ rule diagnostics:
         weights=rules.train.output.weights,
         data=DATA_INPUTS,
     output:
-        usage=f"{R}/diagnostics/{{method}}/seed{{seed}}/usage.png",
-        entropy=f"{R}/diagnostics/{{method}}/seed{{seed}}/entropy.png",
-        pca=f"{R}/diagnostics/{{method}}/seed{{seed}}/pca.png",
+        usage=report(f"{R}/diagnostics/{{method}}/seed{{seed}}/usage.png", caption="../report/diagnostics_usage.rst",
+                 category="4 PDM diagnostics", subcategory="{method}",
+                 labels={"method": "{method}", "seed": "{seed}", "figure": "prototype usage"}),
+        entropy=report(f"{R}/diagnostics/{{method}}/seed{{seed}}/entropy.png", caption="../report/diagnostics_entropy.rst",
+                 category="4 PDM diagnostics", subcategory="{method}",
+                 labels={"method": "{method}", "seed": "{seed}", "figure": "assignment entropy over training"}),
+        pca=report(f"{R}/diagnostics/{{method}}/seed{{seed}}/pca.png", caption="../report/diagnostics_pca.rst",
+                 category="4 PDM diagnostics", subcategory="{method}",
+                 labels={"method": "{method}", "seed": "{seed}", "figure": "PCA of f_phi features"}),
         record=f"{R}/diagnostics/{{method}}/seed{{seed}}/diagnostics.json",
     params:
         identity=lambda wc: training_identity(CFG, wc.method, int(wc.seed)),  # a function of the trained model only

@@ -66,7 +66,8 @@ rule sample:
         weights=rules.train.output.weights,
     output:
         samples=f"{R}/samples/{{method}}/seed{{seed}}/samples.npz",
-        grid=f"{R}/samples/{{method}}/seed{{seed}}/grid.png",
+        grid=report(f"{R}/samples/{{method}}/seed{{seed}}/grid.png", caption="../report/sample_grid.rst",
+                    category="3 Samples", subcategory="{method}", labels={"method": "{method}", "seed": "{seed}"}),
         record=f"{R}/samples/{{method}}/seed{{seed}}/sample.json",
     params:
         identity=lambda wc: sampling_identity(CFG, wc.method, int(wc.seed)),
