@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
             ("--device", {"choices": ("cpu", "cuda"), "default": None, "help": "default: the config's device"}),
             ("--dataset-size", {"type": int, "default": None, "help": "images in the dataset, where it is not here yet"}),
             ("--num-classes", {"type": int, "default": None, "help": "its classes (0: unlabelled), where it is not here"}),
+            ("--probes", {"default": None, "help": "keep the measurements in this JSON file and reuse them when it exists"}),
             ("--out", {"default": None, "help": "also write the table as CSV"}))
     from pdm import regress
 
@@ -131,6 +132,7 @@ def _plan(args) -> int:
             raise ConfigError(f"--probe-batch-size {args.probe_batch_size}: give a positive batch size")
         table, text = plan(args.config, device=args.device, probe_batch_size=args.probe_batch_size,
                            probe_steps=args.probe_steps, dataset_size=args.dataset_size, num_classes=args.num_classes,
+                           probes_file=args.probes,
                            progress=lambda message: print(f"pdm-bench plan: {message}", file=sys.stderr, flush=True))
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"pdm-bench plan: error: {err}", file=sys.stderr)

@@ -19,16 +19,19 @@ and for training the gradients and AdamW / EMA state, which do not grow with the
 from __future__ import annotations
 
 import dataclasses
+import json
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
+from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
-from pdm.config import ExperimentConfig
+from pdm.config import ConfigError, ExperimentConfig
 from pdm.probe import PHASES, DataShape, ProbeSettings
 
 GIB = 2**30
+FEATURE_BYTES = 2048 * 8  # one Inception-v3 pool feature vector, float64 (pdm.metrics.scores)
 NOT_TIMED = "not timed (tables and plots: seconds)"
 
 
@@ -107,33 +110,41 @@ def _basis(measured_batch: int, configured_batch: int) -> str:
 def predict(cfg: ExperimentConfig, shape: DataShape, m: dict) -> pd.DataFrame:
     """One row per workflow job: predicted device-hours, peak memory (GiB) and the basis of the prediction."""
     from pdm.flops import steps_for_budget
+    from pdm.methods.registry import get_method_class
     from pdm.metrics.inception import logits_weights_status
     from pdm.sweep import network_evaluations
 
     inception = m["inception", None]
     passes = sum(inception["seconds_per_image"].values())  # seconds per image over every feature pass
     is_pass = inception["seconds_per_image"]["torch-fidelity"] if logits_weights_status()[0] is not None else 0.0
-    inception_memory = inception["memory_peak"]
     rows = []
 
     def row(job: Job, seconds: float, memory: int, basis: str, note: str = ""):
         rows.append({"job": job.rule, "method": job.method, "seed": job.seed, "point": job.point,
                      "device_hours": seconds / 3600.0, "peak_memory_gib": memory / GIB, "basis": basis, "note": note})
 
-    def sampling(job: Job, point_cfg: ExperimentConfig):
-        s, sm = point_cfg.sample, m["sampling", job.method]
-        options = point_cfg.method_options(job.method)
-        from pdm.methods.registry import get_method_class
+    image_bytes = shape.channels * shape.resolution**2  # uint8
 
-        per_eval = sm["seconds_per_sampler_step"] / get_method_class(job.method).evaluations_per_step(cfg.method_options(job.method))
+    def sampling(job: Job, point_cfg: ExperimentConfig):
+        """num_samples / probe batch x (U-Net evaluations x s per evaluation + the per-batch rest); the finished
+        samples are held in memory (uint8) until saved."""
+        s, sm, method = point_cfg.sample, m["sampling", job.method], get_method_class(job.method)
+        per_eval = sm["seconds_per_sampler_step"] / method.evaluations_per_step(cfg.method_options(job.method))
         nfe = network_evaluations(point_cfg, job.method, s.sampler, s.steps)
         seconds = s.num_samples * (nfe * per_eval + sm["seconds_per_batch_fixed"]) / sm["batch_size"]
-        row(job, seconds, _scaled_memory(sm, s.batch_size), _basis(sm["batch_size"], s.batch_size),
-            f"{s.sampler} {s.steps} steps, {nfe} U-Net evaluations/image" + (f", w={options['guidance_weight']}"
-                                                                             if "guidance_weight" in options else ""))
+        weight = point_cfg.method_options(job.method).get("guidance_weight")
+        row(job, seconds, _scaled_memory(sm, s.batch_size) + s.num_samples * image_bytes,
+            _basis(sm["batch_size"], s.batch_size), f"{s.sampler} {s.steps} steps, {nfe} U-Net evaluations/image"
+            + ("" if weight is None else f", w={weight}"))
 
     def evaluation(job: Job, images: int, note: str):
-        row(job, images * (passes + is_pass), inception_memory, _basis(inception["batch_size"], 64), note)
+        """Inception passes over `images`; in memory the images and the float64 pool features of every pass (the
+        samples' and, when scoring, the reference's)."""
+        modes = len(inception["seconds_per_image"])
+        features = (images + (cfg.eval.num_real if job.rule != "refstats" else 0)) * FEATURE_BYTES * modes
+        memory = _scaled_memory(inception, 64) + images * image_bytes + features
+        row(job, images * (passes + is_pass), memory, _basis(inception["batch_size"], 64),
+            f"{note} x {modes + bool(is_pass)} Inception passes")
 
     for job in workflow_jobs(cfg):
         if job.rule == "train":
@@ -157,7 +168,7 @@ def predict(cfg: ExperimentConfig, shape: DataShape, m: dict) -> pd.DataFrame:
         elif job.rule == "sample_snapshot":
             sampling(job, cfg)
         elif job.rule.startswith("evaluate"):
-            evaluation(job, cfg.sample.num_samples, f"{cfg.sample.num_samples} images x {len(inception['seconds_per_image']) + bool(is_pass)} Inception passes")
+            evaluation(job, cfg.sample.num_samples, f"{cfg.sample.num_samples} samples")
         elif job.rule == "refstats":
             evaluation(job, cfg.eval.num_real, f"{cfg.eval.num_real} real images")
         elif job.rule == "diagnostics":
@@ -198,8 +209,6 @@ def totals(table: pd.DataFrame) -> dict:
 def data_shape(cfg: ExperimentConfig, dataset_size: int | None, num_classes: int | None) -> DataShape:
     """Image shape and split sizes: from the data where it is already there, else from --dataset-size / --num-classes
     (the plan never needs the data)."""
-    from pdm.config import ConfigError
-
     size, classes = dataset_size, num_classes
     if size is None or classes is None:
         try:
@@ -248,15 +257,43 @@ def render(cfg: ExperimentConfig, table: pd.DataFrame, header: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _probe_key(raw: dict, shape: DataShape, probe: ProbeSettings) -> dict:
+    """What the measurements depend on: the networks and data (not the counts of steps, samples or seeds, which the
+    prediction scales, nor batch sizes, which it scales too), and the probe's own settings."""
+    settings = {k: raw.get(k) for k in ("data", "model", "diffusion", "methods")}
+    return json.loads(json.dumps({"config": settings, "shape": dataclasses.asdict(shape),
+                                  "probe": dataclasses.asdict(probe)}, sort_keys=True, default=str))
+
+
+def _save_probes(path: str, raw: dict, shape: DataShape, probe: ProbeSettings, measurements: dict) -> None:
+    from pdm.io import write_json
+
+    write_json(path, {"key": _probe_key(raw, shape, probe),
+                      "measurements": [{"phase": p, "method": m, **v} for (p, m), v in measurements.items()]})
+
+
+def _load_probes(path: str | None, raw: dict, shape: DataShape, probe: ProbeSettings) -> dict | None:
+    if not path or not Path(path).is_file():
+        return None
+    saved = json.loads(Path(path).read_text())
+    if saved.get("key") != _probe_key(raw, shape, probe):
+        raise ConfigError(f"{path} holds measurements of other networks, data or probe settings; delete it to probe "
+                          "again, or pass another --probes file")
+    return {(e.pop("phase"), e.pop("method")): e for e in saved["measurements"]}
+
+
 def plan(config_path: str, *, device: str | None = None, probe_batch_size: int | None = None, probe_steps: int = 2,
          dataset_size: int | None = None, num_classes: int | None = None, isolate: bool = True,
-         progress: Callable[[str], None] = lambda _: None) -> tuple[pd.DataFrame, str]:
-    """Measure on this machine and predict every job of the config: (the table, its Markdown with header and totals)."""
+         probes_file: str | None = None, progress: Callable[[str], None] = lambda _: None) -> tuple[pd.DataFrame, str]:
+    """Measure on this machine and predict every job of the config: (the table, its Markdown with header and totals).
+
+    probes_file: where the measurements are kept (JSON); when it exists and was made for this config's shapes, device
+    and probe settings, it is reused instead of probing again (e.g. to re-plan another budget or seed count)."""
     import time
 
     import torch
 
-    from pdm.config import ConfigError, load_raw
+    from pdm.config import load_raw
     from pdm.probe import probe_config
 
     raw = load_raw(config_path)
@@ -271,7 +308,14 @@ def plan(config_path: str, *, device: str | None = None, probe_batch_size: int |
     shape = data_shape(cfg, dataset_size, num_classes)
     probe = ProbeSettings(probe_batch_size, 1, probe_steps, resolved_device)
     started = time.perf_counter()
-    table = predict(cfg, shape, measure(raw, cfg, shape, probe, isolate, progress))
+    measurements = _load_probes(probes_file, raw, shape, probe)
+    if measurements is None:
+        measurements = measure(raw, cfg, shape, probe, isolate, progress)
+        if probes_file:
+            _save_probes(probes_file, raw, shape, probe, measurements)
+    else:
+        progress(f"reusing the measurements in {probes_file}")
+    table = predict(cfg, shape, measurements)
     header = {"config": config_path, "device": device_name(resolved_device),
               "probe": f"batch {probe_batch_size or 'as configured'}, 1 warm-up + {probe_steps} timed steps per "
                        f"measurement, {'each in its own process' if isolate else 'all in one process'}",
