@@ -63,7 +63,12 @@ else:  # `experiments: [a.yaml, ...]` (config/paper/all.yaml): one module per ex
             for _experiment_config in EXPERIMENTS.values():
                 check_device_or_exit(resolve_config(_experiment_config))
 
+    PAPER_EXPERIMENTS = list(EXPERIMENTS)  # the paper's tables across datasets (workflow/rules/paper.smk)
+
+    include: "workflow/rules/paper.smk"
+
     rule all:
         input:
             [getattr(rules, f"{name}_all").input for name in EXPERIMENTS],
+            rules.paper_tables.output,
         default_target: True

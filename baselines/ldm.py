@@ -393,6 +393,14 @@ class LDM(Method):
         self.latent_shift = torch.tensor(mean, dtype=torch.float32).view(1, channels, 1, 1)
         self.latent_scale = torch.tensor(std, dtype=torch.float32).view(1, channels, 1, 1)
 
+    def prepare_for_probe(self, database_size: int) -> dict[str, Any]:
+        """The autoencoder as built (random weights: the same encode / decode work), identity normalisation."""
+        channels = self.latent_channels
+        self.scale_factor = 1.0
+        self.latent_shift = torch.zeros(1, channels, 1, 1)
+        self.latent_scale = torch.ones(1, channels, 1, 1)
+        return {"stand_in": True}
+
     def _normalization(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(shift, scale) with shape (1, C, 1, 1): diffusion runs on (z - shift) / scale."""
         if self.scale_factor is None:

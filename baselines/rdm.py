@@ -197,6 +197,22 @@ class RDM(Method):
         self.train_neighbours = torch.from_numpy(neighbours).to(device)
         self.index, self.meta, self._database_np = index, meta, database  # the CPU copy serves index queries
 
+    def prepare_for_probe(self, database_size: int) -> dict[str, Any]:
+        """A random unit-norm database of `database_size` rows, random neighbours and the configured FAISS index over
+        it: retrieval at sampling time searches an index of the real size."""
+        if database_size <= self.k:
+            raise ValueError(f"rdm: a database of {database_size} images cannot give k={self.k} neighbours")
+        generator = torch.Generator().manual_seed(0)
+        database = torch.nn.functional.normalize(torch.randn(database_size, self.embedding_dim, generator=generator), dim=1)
+        self._database_np = database.numpy()
+        self.database = database.to(self.projection.weight.device)
+        self.train_neighbours = torch.randint(database_size, (database_size, self.k), generator=generator)
+        o = self.options
+        self.index = retrieval.build_index(self._database_np, o["index"], o["nlist"], o["pq_m"], o["nprobe"],
+                                           o["index_device"], 0)
+        self.meta = {"database_size": database_size, "stand_in": True}
+        return dict(self.meta)
+
     def _require_prepared(self) -> None:
         if self.index is None:
             raise RuntimeError("RDM's database is not loaded: call prepare(stage1_dir) with RDM's stage-1 folder first")

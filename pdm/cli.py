@@ -14,6 +14,7 @@
     pdm-bench data list [--root data]
     pdm-bench paper-tables --tables results/*/tables/main.csv [--published config/published.csv] \
                            --out results/paper/tables [--plots results/paper/plots]   # dataset x method tables
+    pdm-bench plan     --config C [--probe-batch-size 8] [--probe-steps 2] [--device cpu] [--out plan.csv]
 """
 
 from __future__ import annotations
@@ -60,6 +61,15 @@ def _parser() -> argparse.ArgumentParser:
     command("diagnose", "prototype usage, assignment entropy and PCA plots of a trained PDM-family run", method, seed,
             ("--model-dir", {"required": True}), out)
     command("identity", "print the stage identities of one method and seed", method, seed)
+    command("plan", "every job's predicted device-hours and peak memory, from steps measured on this device (docs/plan.md)",
+            ("--probe-steps", {"type": int, "default": 2, "help": "timed steps per measurement (after 1 warm-up)"}),
+            ("--probe-batch-size", {"type": int, "default": None,
+                                    "help": "measure at this batch and scale linearly (default: the config's batches)"}),
+            ("--device", {"choices": ("cpu", "cuda"), "default": None, "help": "default: the config's device"}),
+            ("--dataset-size", {"type": int, "default": None, "help": "images in the dataset, where it is not here yet"}),
+            ("--num-classes", {"type": int, "default": None, "help": "its classes (0: unlabelled), where it is not here"}),
+            ("--probes", {"default": None, "help": "keep the measurements in this JSON file and reuse them when it exists"}),
+            ("--out", {"default": None, "help": "also write the table as CSV"}))
     from pdm import regress
 
     regress.add_arguments(sub.add_parser("regress", help="compare a results table with a golden table under tolerances"))
@@ -139,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         return _data(args)
     if args.command == "paper-tables":  # reads finished experiments' tables, no config
         return paper_tables(args)
+    if args.command == "plan":  # needs neither the data nor the config's device
+        return _plan(args)
     try:
         cfg = load_config(args.config)
         preflight(cfg)
@@ -179,6 +191,27 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"pdm-bench {args.command}: error: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _plan(args) -> int:
+    from pdm.io import atomic_path
+    from pdm.plan import plan
+
+    try:
+        if args.probe_batch_size is not None and args.probe_batch_size < 1:
+            raise ConfigError(f"--probe-batch-size {args.probe_batch_size}: give a positive batch size")
+        table, text = plan(args.config, device=args.device, probe_batch_size=args.probe_batch_size,
+                           probe_steps=args.probe_steps, dataset_size=args.dataset_size, num_classes=args.num_classes,
+                           probes_file=args.probes,
+                           progress=lambda message: print(f"pdm-bench plan: {message}", file=sys.stderr, flush=True))
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"pdm-bench plan: error: {err}", file=sys.stderr)
+        return 2
+    print(text, end="")
+    if args.out:
+        with atomic_path(args.out, suffix=".csv") as tmp:
+            table.to_csv(tmp, index=False)
     return 0
 
 

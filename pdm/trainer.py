@@ -101,15 +101,27 @@ def train(cfg: ExperimentConfig, method_name: str, seed: int, model_dir: str | P
             handler.close()
 
 
+def probe_run(cfg: ExperimentConfig, method_name: str, dataset, database_size: int) -> "_Run":
+    """A training run built exactly as `train` builds it (device, accelerate, method, fused AdamW, EMA, FLOPs of a
+    step), on a given (synthetic) dataset and with random stage-1 outputs (Method.prepare_for_probe), for pdm.plan:
+    `run._time_steps(warmup, timed)` then times real steps with the budget probe, and `run.method` samples."""
+    run = _Run(cfg, method_name, 0, None, None, dataset=dataset, stand_in_database=database_size)
+    run._build()
+    return run
+
+
 class _Run:
     """One training run, in the order it happens: set up, resume, loop, write the record."""
 
-    def __init__(self, cfg: ExperimentConfig, method_name: str, seed: int, model_dir: Path, stage1_dir):
+    def __init__(self, cfg: ExperimentConfig, method_name: str, seed: int, model_dir: Path | None, stage1_dir,
+                 dataset=None, stand_in_database: int | None = None):
         self.cfg, self.method_name, self.seed, self.model_dir = cfg, method_name, seed, model_dir
+        # pdm.plan's cost probe: a synthetic dataset, and random stage-1 outputs for a database of that many images
+        self.given_dataset, self.stand_in_database = dataset, stand_in_database
         self.train_cfg = cfg.train_for(method_name)  # the shared `train`, with this method's own lr if it sets one
         self.stage1_dir = stage1_dir
         self.train_id = training_identity(cfg, method_name, seed)
-        self.checkpoint_dir = model_dir / "checkpoint"
+        self.checkpoint_dir = model_dir / "checkpoint" if model_dir is not None else None
 
     # --- set up ------------------------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -119,12 +131,15 @@ class _Run:
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         if tc.batch_size % self.world:
             raise ValueError(f"train.batch_size={tc.batch_size} must be divisible by the {self.world} processes")
-        self.dataset = load_dataset(cfg.data)
+        self.dataset = self.given_dataset if self.given_dataset is not None else load_dataset(cfg.data)
         torch.manual_seed(self.seed)  # same seed -> same initial U-Net for every method
         self.method = get_method_class(self.method_name)(cfg, DataInfo.of(self.dataset))
         log.info("training %s seed %d on %s x%d: %d parameters, training identity %s", self.method_name, self.seed,
                  self.device, self.world, sum(p.numel() for p in self.method.parameters()), self.train_id)
-        self.stage1 = load_stage1(self.method, self.stage1_dir)  # frozen; its time counts in this method's cost
+        if self.stand_in_database is None:
+            self.stage1 = load_stage1(self.method, self.stage1_dir)  # frozen; its time counts in this method's cost
+        else:
+            self.stage1 = self.method.prepare_for_probe(self.stand_in_database)
         self.method.to(self.accelerator.device)
         if self.world > 1:  # several processes (pdm.shards): BatchNorm over the global batch; dropout masks differ
             global_batch_norm(self.method)
@@ -195,10 +210,10 @@ class _Run:
         log.info("budget %s: %d steps planned (%.4g FLOPs per step%s)", tc.budget, self.steps_planned,
                  self.flops_per_step, per_step)
 
-    def _time_steps(self) -> tuple[float, float]:
+    def _time_steps(self, warmup: int = PROBE_WARMUP_STEPS, timed: int = PROBE_TIMED_STEPS) -> tuple[float, float]:
         """budget: seconds: seconds per training step on this machine, and what measuring them took.
 
-        Runs PROBE_WARMUP_STEPS untimed then PROBE_TIMED_STEPS timed real steps (steps 0.. of the data order) with a
+        Runs `warmup` (PROBE_WARMUP_STEPS) untimed then `timed` (PROBE_TIMED_STEPS) timed real steps (steps 0.. of the data order) with a
         throwaway AdamW and EMA, inside preserved_state: the weights, buffers and RNGs are put back bitwise after, so
         the training that follows is exactly the one steps mode would run for the same number of steps. The probe's
         time is recorded (budget_probe_seconds), never counted in train_seconds. With several processes, process 0's
@@ -210,13 +225,13 @@ class _Run:
             optimizer = torch.optim.AdamW(self.trainable, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
             ema = EMAModel(self.trainable, decay=tc.ema_decay) if tc.ema_decay is not None else None
             self.model.train()
-            for step in range(PROBE_WARMUP_STEPS + PROBE_TIMED_STEPS):
-                if step == PROBE_WARMUP_STEPS:
+            for step in range(warmup + timed):
+                if step == warmup:
                     self._synchronize()
-                    timed = time.perf_counter()
+                    started_timed = time.perf_counter()
                 self._step(step, optimizer, ema, probe=True)
             self._synchronize()
-            per_step = (time.perf_counter() - timed) / PROBE_TIMED_STEPS
+            per_step = (time.perf_counter() - started_timed) / timed
             del optimizer, ema
         if self.world > 1:
             from accelerate.utils import broadcast

@@ -112,6 +112,7 @@ def test_all_yaml_dry_run_plans_every_dataset_method_and_seed(tmp_path):
     counts = _job_counts(run)
     assert counts.pop("prepare_data") == len(REFERENCE)
     assert counts.pop("all") == 1
+    assert counts.pop("paper_tables") == 1  # the dataset x method tables across the five (workflow/rules/paper.smk)
     runs = len(PAPER_METHODS) * SEEDS
     stage1 = sum(get_method_class(m).has_stage1 for m in PAPER_METHODS) * SEEDS
     prototypes = sum(get_method_class(m).has_prototypes for m in PAPER_METHODS) * SEEDS

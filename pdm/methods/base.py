@@ -131,6 +131,12 @@ class Method(nn.Module):
     def prepare(self, stage1_dir) -> None:
         """Load the frozen stage-1 outputs from stage1_dir (only for methods with has_stage1)."""
 
+    def prepare_for_probe(self, database_size: int) -> dict[str, Any]:
+        """Random stage-1 outputs of the real shapes (a database of `database_size` training images), so that pdm.plan
+        can time training and sampling before stage 1 or the data exist: the same work, meaningless values. Returns
+        the stand-in's stage-1 record ({} without a stage 1)."""
+        return {}
+
     def finalize(self, dataset) -> None:
         pass
 
