@@ -81,6 +81,8 @@ class TrainConfig:
     grad_clip: float | None
     ema_decay: float | None
     mixed_precision: str
+    channels_last: bool  # pdm/speed.py; recorded, not in the training identity
+    compile: bool  # torch.compile of the denoiser; recorded, not in the training identity
     checkpoint_every: int
     log_every: int
     max_seconds: float | None

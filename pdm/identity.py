@@ -25,7 +25,10 @@ import json
 from typing import Any, Mapping
 
 IDENTITY_VERSION = 1  # bump when what an identity covers changes, so old outputs are recomputed, never reused
-TRAIN_KEYS_NOT_IN_IDENTITY = ("log_every", "checkpoint_every", "snapshots")  # snapshots never change the final weights
+# snapshots never change the final weights; channels_last and compile (pdm/speed.py) compute the same fp32 maths in
+# another order, so they change the weights by float noise only, as the device and CPU type do (also not in it): a
+# checkpoint made with them resumes without them, and switching them on for speed never retrains a finished model
+TRAIN_KEYS_NOT_IN_IDENTITY = ("log_every", "checkpoint_every", "snapshots", "channels_last", "compile")
 BUDGET_VALUES = {"steps": "steps", "flops": "flops", "seconds": "seconds"}  # budget mode -> the train key it spends
 SAMPLE_KEYS_NOT_IN_IDENTITY = ("batch_size",)
 EXTRACTOR = "inception-v3-fid-2015-12-05"
