@@ -2,7 +2,7 @@
 
     sudo apt-get install slurm-wlm munge                       # Debian / Ubuntu (slurm 22.05 on Debian 12)
     sudo python workflow/scripts/slurm_local_cluster.py start /tmp/slurm-test
-    export SLURM_CONF=/tmp/slurm-test/slurm.conf               # printed by `start`: sinfo, sbatch, squeue use it
+    export SLURM_CONF=/tmp/slurm-test/slurm.conf PATH=/tmp/slurm-test/bin:$PATH   # printed by `start`
     snakemake --workflow-profile workflow/profiles/slurm ...   # overrides for this cluster: docs/cluster.md
     sudo python workflow/scripts/slurm_local_cluster.py stop /tmp/slurm-test
 
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 DAEMONS = ("slurmd", "slurmctld", "munged")  # stopped in this order (the node before the controller)
-BINARIES = ("munged", "slurmctld", "slurmd", "sinfo", "sbatch", "squeue", "scancel", "scontrol")
+BINARIES = ("munged", "slurmctld", "slurmd", "sinfo", "sbatch", "srun", "squeue", "scancel", "scontrol")
 INSTALL_HINT = "apt-get install slurm-wlm munge"
 
 SLURM_CONF = """\
@@ -89,8 +89,22 @@ def _node_line() -> tuple[str, str]:
 
 
 def environment(state_dir: Path) -> dict[str, str]:
-    """The environment under which sinfo, sbatch, squeue (and so the executor plugin) talk to this cluster."""
-    return {**os.environ, "SLURM_CONF": str(Path(state_dir) / "slurm.conf")}
+    """The environment under which sinfo, sbatch, squeue (and so the executor plugin) talk to this cluster.
+
+    PATH starts with the folder's bin/, whose `srun` sets SLURM_CONF: inside each job the jobstep plugin
+    (snakemake-executor-plugin-slurm-jobstep 0.6.1) removes every SLURM_* variable before its `srun`, which then only
+    finds /etc/slurm/slurm.conf; a real cluster keeps its config there, this one stays out of /etc.
+    """
+    state_dir = Path(state_dir)
+    path = f"{state_dir / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "SLURM_CONF": str(state_dir / "slurm.conf"), "PATH": path}
+
+
+def _write_srun_wrapper(state_dir: Path) -> None:
+    wrapper = state_dir / "bin" / "srun"
+    wrapper.parent.mkdir(exist_ok=True)
+    wrapper.write_text(f'#!/bin/sh\nSLURM_CONF={state_dir}/slurm.conf exec {shutil.which("srun")} "$@"\n')
+    wrapper.chmod(0o755)
 
 
 def _run(command: list[str], state_dir: Path) -> None:
@@ -119,6 +133,7 @@ def start(state_dir: Path, timeout_s: float = 60) -> dict[str, str]:
     conf = SLURM_CONF.format(node=node, node_line=node_line, dir=state_dir, ctld_port=_free_port(),
                              slurmd_port=_free_port())
     (state_dir / "slurm.conf").write_text(conf)
+    _write_srun_wrapper(state_dir)
     try:
         _run(["munged", f"--socket={state_dir}/munge.socket", f"--key-file={key}",
               f"--pid-file={state_dir}/munged.pid", f"--log-file={state_dir}/munged.log",
@@ -196,7 +211,8 @@ def main(argv: list[str]) -> int:
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"one-node cluster up (node idle). For its client commands:\n  export SLURM_CONF={state_dir}/slurm.conf")
+    print("one-node cluster up (node idle). For its client commands and the jobs' srun:\n"
+          f"  export SLURM_CONF={state_dir}/slurm.conf PATH={state_dir}/bin:$PATH")
     return 0
 
 
