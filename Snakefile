@@ -2,7 +2,7 @@
 #   snakemake --cores all                                  # the embedded default (config/default.yaml)
 #   snakemake --cores all --config seeds=[0,1,2]           # overrides merge onto config/default.yaml
 #   snakemake --cores all --configfile config/ci.yaml      # another experiment (replaces the default, no merging)
-#   snakemake --workflow-profile profiles/slurm --configfile config/paper/cifar10.yaml   # on a SLURM cluster
+#   snakemake --workflow-profile workflow/profiles/slurm --configfile config/paper/cifar10.yaml   # SLURM (docs/cluster.md)
 #   snakemake --cores all --configfile config/sweep_default.yaml   # FID against NFE over the default's models, no training
 # profiles/default (keep going, rerun incomplete jobs, one GPU job at a time) is used unless another is named.
 # Results land in results/{experiment}/ (see results/README.md).
