@@ -82,14 +82,17 @@ def slurm_ci_run(slurm_cluster, tmp_path_factory) -> Path:
 
 
 def test_every_job_ran_as_a_slurm_job(slurm_ci_run, slurm_cluster):
-    # the plugin writes one log per sbatch job; kept (--slurm-keep-successful-logs) so their count proves the route
+    # the plugin writes one log per sbatch job, named by its SLURM job id; kept (--slurm-keep-successful-logs)
     logs = sorted((slurm_ci_run / ".snakemake" / "slurm_logs").rglob("*.log"))
     rules = {path.relative_to(slurm_ci_run / ".snakemake" / "slurm_logs").parts[0] for path in logs}
     assert {"rule_train", "rule_sample", "rule_evaluate", "rule_refstats", "rule_report"} <= rules, rules
-    jobs = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T"], capture_output=True, text=True,
-                          env=slurm_cluster, check=True).stdout.split("\n")
-    states = [line.split()[1] for line in jobs if line.strip()]
-    assert len(states) >= len(logs) and set(states) == {"COMPLETED"}, states  # MinJobAge=600 keeps them listed
+    job_ids = {int(path.stem) for path in logs}
+    assert len(job_ids) == len(logs)
+    # squeue still lists the jobs that ended in the last MinJobAge (600 s): all of them completed
+    listed = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T"], capture_output=True, text=True,
+                            env=slurm_cluster, check=True).stdout.split("\n")
+    states = {int(line.split()[0]): line.split()[1] for line in listed if line.strip()}
+    assert states and set(states) <= job_ids and set(states.values()) == {"COMPLETED"}, states
 
 
 def test_slurm_table_equals_local_table(slurm_ci_run, ci_run):
