@@ -9,13 +9,19 @@ CONFIG ?= config/default.yaml
 STAMP := $(VENV)/.installed
 GOLDEN := tests/golden/ci
 
-.PHONY: run test setup lint workflow-ci regress-ci golden-ci clean-results
+.PHONY: run test test-slurm setup lint workflow-ci regress-ci golden-ci clean-results
 
 run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The ci experiment through a one-node SLURM cluster started on this machine, against the local run (docs/cluster.md).
+# Needs root and `apt-get install slurm-wlm munge`; without them the test is skipped and says so.
+test-slurm: $(STAMP)
+	$(BIN)/python -m pip install -e ".[slurm]"
+	$(BIN)/python -m pytest -q -m slurm tests/test_slurm.py
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

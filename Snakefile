@@ -4,7 +4,7 @@
 #   snakemake --cores all --configfile config/ci.yaml      # another experiment (replaces the default, no merging)
 #   snakemake --cores all --configfile config/paper/cifar10.yaml  # one paper dataset (GPU scale, docs/paper.md)
 #   snakemake --cores all --configfile config/paper/all.yaml      # every paper dataset in one workflow
-#   snakemake --workflow-profile profiles/slurm --configfile config/paper/all.yaml   # on a SLURM cluster
+#   snakemake --workflow-profile workflow/profiles/slurm --configfile config/paper/all.yaml   # on a SLURM cluster
 #   snakemake --cores all --configfile config/sweep_default.yaml   # FID against NFE over the default's models, no training
 # profiles/default (keep going, rerun incomplete jobs, one GPU job at a time) is used unless another is named.
 # Results land in results/{experiment}/ (see results/README.md).
