@@ -134,6 +134,7 @@ def free(device: str) -> None:
 
 def run(args) -> dict:
     from pdm.flops import training_step_flops
+    from pdm.io import write_json
 
     settings = [parse_setting(spec, args.device) for spec in args.settings]
     env = environment(args.device)
@@ -142,6 +143,8 @@ def run(args) -> dict:
           f"x{env['cpu_threads']} threads | bf16 supported: {env['bf16_supported']}")
     print("# measured matmul peak: " + ", ".join(f"{p} {v / 1e12:.3g} TFLOP/s" for p, v in peaks.items()))
     print(f"# config {args.config}; {args.warmup} warm-up + {args.steps} timed steps; synthetic uint8 data")
+    header = {"environment": env, "matmul_peak_flops": peaks, "config": args.config, "steps": args.steps,
+              "warmup": args.warmup, "settings": [asdict(s) for s in settings]}
     rows, skipped = [], []
     for name in args.methods:
         try:
@@ -169,16 +172,23 @@ def run(args) -> dict:
                    "flops_per_step": flops, **timing, "note": note}
             row["mfu"] = flops / (timing["ms_per_step"] / 1e3) / peaks[setting.precision]
             reference = next((r for r in rows if r["method"] == name and r["setting"] == settings[0].name), None)
-            row["ratio_to_first_setting"] = row["images_per_second"] / reference["images_per_second"] if reference else 1.0
+            row["ratio_to_first_setting"] = (row["images_per_second"] / reference["images_per_second"]
+                                             if reference else 1.0)
             rows.append(row)
-            print(f"{name:15s} {setting.name:24s} {row['ms_per_step']:9.1f} ms/step {row['images_per_second']:8.1f} img/s "
+            if args.json:  # after every row: a run stopped by a time limit keeps what it measured
+                write_json(args.json, {**header, "rows": rows, "skipped": skipped})
+            print(f"{name:15s} {setting.name:24s} {row['ms_per_step']:9.1f} ms/step "
+                  f"{row['images_per_second']:8.1f} img/s "
                   f"x{row['ratio_to_first_setting']:.2f}  peak {row['peak_memory_bytes'] / 2**20:8.0f} MiB  "
                   f"{flops / 1e9:7.1f} GFLOP/step  MFU {100 * row['mfu']:5.1f}%  warm-up {row['warmup_seconds']:.1f} s"
                   f"{'  (' + note + ')' if note else ''}", flush=True)
     if args.device == "cpu":
         print("# CPU peak memory is the process's peak RSS so far (it only grows), not per method")
-    return {"environment": env, "matmul_peak_flops": peaks, "config": args.config, "steps": args.steps,
-            "warmup": args.warmup, "settings": [asdict(s) for s in settings], "rows": rows, "skipped": skipped}
+    result = {**header, "rows": rows, "skipped": skipped}
+    if args.json:
+        write_json(args.json, result)
+        print(f"# wrote {args.json}")
+    return result
 
 
 def main(argv=None) -> None:
@@ -199,12 +209,7 @@ def main(argv=None) -> None:
         raise SystemExit("--steps must be at least 1 and --warmup at least 0")
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run(args)
-    if args.json:
-        from pdm.io import write_json
-
-        write_json(args.json, result)
-        print(f"# wrote {args.json}")
+    run(args)
 
 
 if __name__ == "__main__":
