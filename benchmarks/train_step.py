@@ -125,6 +125,19 @@ def time_method(cfg, name: str, setting: Setting, batches: SyntheticBatches, arg
             "warmup_seconds": warmup_seconds, "peak_memory_bytes": memory}
 
 
+def print_side_by_side(rows: list[dict], settings: list[Setting]) -> None:
+    """images/s per method in every setting, and each setting's ratio to the first (reference)."""
+    first = settings[0].name
+    print(f"\n{'method':15s} " + " ".join(f"{s.name + ' img/s':>26s}" for s in settings)
+          + "".join(f"  {s.name + '/' + first:>26s}" for s in settings[1:]))
+    for name in dict.fromkeys(r["method"] for r in rows):
+        speed = {r["setting"]: r["images_per_second"] for r in rows if r["method"] == name}
+        cells = " ".join(f"{speed[s.name]:26.1f}" if s.name in speed else f"{'-':>26s}" for s in settings)
+        ratios = "".join(f"  {speed[s.name] / speed[first]:25.2f}x" if s.name in speed and first in speed
+                         else f"  {'-':>26s}" for s in settings[1:])
+        print(f"{name:15s} {cells}{ratios}")
+
+
 def free(device: str) -> None:
     gc.collect()
     if device == "cuda":
@@ -145,8 +158,8 @@ def run(args) -> dict:
     print(f"# config {args.config}; {args.warmup} warm-up + {args.steps} timed steps; synthetic uint8 data")
     header = {"environment": env, "matmul_peak_flops": peaks, "config": args.config, "steps": args.steps,
               "warmup": args.warmup, "settings": [asdict(s) for s in settings]}
-    rows, skipped = [], []
-    for name in args.methods:
+    rows, skipped, prepared = [], [], {}
+    for name in args.methods:  # configs, FLOPs and notes first: a method that cannot be built here is skipped
         try:
             cfg, config_note = method_config(args.config, name, args.batch_size, args.device)
             method, stage1_note = build_method(cfg, name, NUM_CLASSES, args.device)
@@ -158,30 +171,34 @@ def run(args) -> dict:
             skipped.append({"method": name, "reason": f"{type(err).__name__}: {str(err).splitlines()[0]}"})
             print(f"{name:15s} skipped: {skipped[-1]['reason']}", flush=True)
             continue
-        note = "; ".join(n for n in (config_note, stage1_note) if n)
-        for setting in settings:
+        prepared[name] = (cfg, batches, flops, "; ".join(n for n in (config_note, stage1_note) if n))
+    # every method in the settings without compilation first: a run cut short while compiling keeps those
+    for setting in sorted(settings, key=lambda s: s.compile):
+        for name, (cfg, batches, flops, note) in prepared.items():
             free(args.device)
             try:
                 timing = time_method(cfg, name, setting, batches, args)
             except Exception as err:
                 skipped.append({"method": name, "setting": setting.name,
                                 "reason": f"{type(err).__name__}: {str(err).splitlines()[0]}"})
-                print(f"{name:15s} {setting.name:12s} failed: {skipped[-1]['reason']}", flush=True)
+                print(f"{name:15s} {setting.name:24s} failed: {skipped[-1]['reason']}", flush=True)
                 continue
-            row = {"method": name, **asdict(setting), "setting": setting.name, "batch_size": cfg.train.batch_size,
+            row = {"method": name, "setting": setting.name, "precision": setting.precision,
+                   "channels_last": setting.channels_last, "compile": setting.compile,
+                   "batch_size": cfg.train.batch_size,
                    "flops_per_step": flops, **timing, "note": note}
             row["mfu"] = flops / (timing["ms_per_step"] / 1e3) / peaks[setting.precision]
-            reference = next((r for r in rows if r["method"] == name and r["setting"] == settings[0].name), None)
-            row["ratio_to_first_setting"] = (row["images_per_second"] / reference["images_per_second"]
-                                             if reference else 1.0)
             rows.append(row)
             if args.json:  # after every row: a run stopped by a time limit keeps what it measured
                 write_json(args.json, {**header, "rows": rows, "skipped": skipped})
             print(f"{name:15s} {setting.name:24s} {row['ms_per_step']:9.1f} ms/step "
-                  f"{row['images_per_second']:8.1f} img/s "
-                  f"x{row['ratio_to_first_setting']:.2f}  peak {row['peak_memory_bytes'] / 2**20:8.0f} MiB  "
+                  f"{row['images_per_second']:8.1f} img/s  peak {row['peak_memory_bytes'] / 2**20:7.0f} MiB  "
                   f"{flops / 1e9:7.1f} GFLOP/step  MFU {100 * row['mfu']:5.1f}%  warm-up {row['warmup_seconds']:.1f} s"
                   f"{'  (' + note + ')' if note else ''}", flush=True)
+    print_side_by_side(rows, settings)
+    for row in rows:  # images/s against the first setting (reference) of the same method
+        first = next((r for r in rows if r["method"] == row["method"] and r["setting"] == settings[0].name), None)
+        row["ratio_to_first_setting"] = row["images_per_second"] / first["images_per_second"] if first else None
     if args.device == "cpu":
         print("# CPU peak memory is the process's peak RSS so far (it only grows), not per method")
     result = {**header, "rows": rows, "skipped": skipped}
