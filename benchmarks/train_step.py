@@ -138,6 +138,18 @@ def print_side_by_side(rows: list[dict], settings: list[Setting]) -> None:
         print(f"{name:15s} {cells}{ratios}")
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The rows as a Markdown table, for docs/performance.md."""
+    lines = ["| method | setting | ms/step | images/s | x reference | peak memory (MiB) | GFLOP/step | MFU |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        ratio = f"{r['ratio_to_first_setting']:.2f}" if r["ratio_to_first_setting"] is not None else "-"
+        lines.append(f"| {r['method']} | {r['setting']} | {r['ms_per_step']:.1f} | {r['images_per_second']:.1f} | "
+                     f"{ratio} | {r['peak_memory_bytes'] / 2**20:.0f} | {r['flops_per_step'] / 1e9:.1f} | "
+                     f"{100 * r['mfu']:.1f}% |")
+    return "\n".join(lines)
+
+
 def free(device: str) -> None:
     gc.collect()
     if device == "cuda":
@@ -199,6 +211,8 @@ def run(args) -> dict:
     for row in rows:  # images/s against the first setting (reference) of the same method
         first = next((r for r in rows if r["method"] == row["method"] and r["setting"] == settings[0].name), None)
         row["ratio_to_first_setting"] = row["images_per_second"] / first["images_per_second"] if first else None
+    if args.markdown:
+        print("\n" + markdown_table(rows))
     if args.device == "cpu":
         print("# CPU peak memory is the process's peak RSS so far (it only grows), not per method")
     result = {**header, "rows": rows, "skipped": skipped}
@@ -219,6 +233,7 @@ def main(argv=None) -> None:
     parser.add_argument("--settings", nargs="+", default=["reference", "fast"])
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=None, help="also write every number here")
+    parser.add_argument("--markdown", action="store_true", help="also print the rows as a Markdown table")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no GPU here; use --device cpu")
