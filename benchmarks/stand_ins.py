@@ -120,7 +120,8 @@ def attach_stand_in_stage1(method) -> str:
         from baselines import retrieval
 
         generator = np.random.default_rng(0)
-        database = retrieval.unit_rows(generator.standard_normal((RDM_DATABASE_SIZE, method.embedding_dim)).astype(np.float32))
+        shape = (RDM_DATABASE_SIZE, method.embedding_dim)
+        database = retrieval.unit_rows(generator.standard_normal(shape).astype(np.float32))
         index = retrieval.build_index(database, "flat")
         neighbours = retrieval.training_neighbours(index, database, method.k)
         method.database, method.train_neighbours = torch.from_numpy(database), torch.from_numpy(neighbours)

@@ -125,6 +125,31 @@ def time_method(cfg, name: str, setting: Setting, batches: SyntheticBatches, arg
             "warmup_seconds": warmup_seconds, "peak_memory_bytes": memory}
 
 
+def print_side_by_side(rows: list[dict], settings: list[Setting]) -> None:
+    """images/s per method in every setting, and each setting's ratio to the first (reference)."""
+    first = settings[0].name
+    print(f"\n{'method':15s} " + " ".join(f"{s.name + ' img/s':>26s}" for s in settings)
+          + "".join(f"  {s.name + '/' + first:>26s}" for s in settings[1:]))
+    for name in dict.fromkeys(r["method"] for r in rows):
+        speed = {r["setting"]: r["images_per_second"] for r in rows if r["method"] == name}
+        cells = " ".join(f"{speed[s.name]:26.1f}" if s.name in speed else f"{'-':>26s}" for s in settings)
+        ratios = "".join(f"  {speed[s.name] / speed[first]:25.2f}x" if s.name in speed and first in speed
+                         else f"  {'-':>26s}" for s in settings[1:])
+        print(f"{name:15s} {cells}{ratios}")
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The rows as a Markdown table, for docs/performance.md."""
+    lines = ["| method | setting | ms/step | images/s | x reference | peak memory (MiB) | GFLOP/step | MFU |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        ratio = f"{r['ratio_to_first_setting']:.2f}" if r["ratio_to_first_setting"] is not None else "-"
+        lines.append(f"| {r['method']} | {r['setting']} | {r['ms_per_step']:.1f} | {r['images_per_second']:.1f} | "
+                     f"{ratio} | {r['peak_memory_bytes'] / 2**20:.0f} | {r['flops_per_step'] / 1e9:.1f} | "
+                     f"{100 * r['mfu']:.1f}% |")
+    return "\n".join(lines)
+
+
 def free(device: str) -> None:
     gc.collect()
     if device == "cuda":
@@ -134,6 +159,7 @@ def free(device: str) -> None:
 
 def run(args) -> dict:
     from pdm.flops import training_step_flops
+    from pdm.io import write_json
 
     settings = [parse_setting(spec, args.device) for spec in args.settings]
     env = environment(args.device)
@@ -142,8 +168,10 @@ def run(args) -> dict:
           f"x{env['cpu_threads']} threads | bf16 supported: {env['bf16_supported']}")
     print("# measured matmul peak: " + ", ".join(f"{p} {v / 1e12:.3g} TFLOP/s" for p, v in peaks.items()))
     print(f"# config {args.config}; {args.warmup} warm-up + {args.steps} timed steps; synthetic uint8 data")
-    rows, skipped = [], []
-    for name in args.methods:
+    header = {"environment": env, "matmul_peak_flops": peaks, "config": args.config, "steps": args.steps,
+              "warmup": args.warmup, "settings": [asdict(s) for s in settings]}
+    rows, skipped, prepared = [], [], {}
+    for name in args.methods:  # configs, FLOPs and notes first: a method that cannot be built here is skipped
         try:
             cfg, config_note = method_config(args.config, name, args.batch_size, args.device)
             method, stage1_note = build_method(cfg, name, NUM_CLASSES, args.device)
@@ -155,30 +183,43 @@ def run(args) -> dict:
             skipped.append({"method": name, "reason": f"{type(err).__name__}: {str(err).splitlines()[0]}"})
             print(f"{name:15s} skipped: {skipped[-1]['reason']}", flush=True)
             continue
-        note = "; ".join(n for n in (config_note, stage1_note) if n)
-        for setting in settings:
+        prepared[name] = (cfg, batches, flops, "; ".join(n for n in (config_note, stage1_note) if n))
+    # every method in the settings without compilation first: a run cut short while compiling keeps those
+    for setting in sorted(settings, key=lambda s: s.compile):
+        for name, (cfg, batches, flops, note) in prepared.items():
             free(args.device)
             try:
                 timing = time_method(cfg, name, setting, batches, args)
             except Exception as err:
                 skipped.append({"method": name, "setting": setting.name,
                                 "reason": f"{type(err).__name__}: {str(err).splitlines()[0]}"})
-                print(f"{name:15s} {setting.name:12s} failed: {skipped[-1]['reason']}", flush=True)
+                print(f"{name:15s} {setting.name:24s} failed: {skipped[-1]['reason']}", flush=True)
                 continue
-            row = {"method": name, **asdict(setting), "setting": setting.name, "batch_size": cfg.train.batch_size,
+            row = {"method": name, "setting": setting.name, "precision": setting.precision,
+                   "channels_last": setting.channels_last, "compile": setting.compile,
+                   "batch_size": cfg.train.batch_size,
                    "flops_per_step": flops, **timing, "note": note}
             row["mfu"] = flops / (timing["ms_per_step"] / 1e3) / peaks[setting.precision]
-            reference = next((r for r in rows if r["method"] == name and r["setting"] == settings[0].name), None)
-            row["ratio_to_first_setting"] = row["images_per_second"] / reference["images_per_second"] if reference else 1.0
             rows.append(row)
-            print(f"{name:15s} {setting.name:24s} {row['ms_per_step']:9.1f} ms/step {row['images_per_second']:8.1f} img/s "
-                  f"x{row['ratio_to_first_setting']:.2f}  peak {row['peak_memory_bytes'] / 2**20:8.0f} MiB  "
+            if args.json:  # after every row: a run stopped by a time limit keeps what it measured
+                write_json(args.json, {**header, "rows": rows, "skipped": skipped})
+            print(f"{name:15s} {setting.name:24s} {row['ms_per_step']:9.1f} ms/step "
+                  f"{row['images_per_second']:8.1f} img/s  peak {row['peak_memory_bytes'] / 2**20:7.0f} MiB  "
                   f"{flops / 1e9:7.1f} GFLOP/step  MFU {100 * row['mfu']:5.1f}%  warm-up {row['warmup_seconds']:.1f} s"
                   f"{'  (' + note + ')' if note else ''}", flush=True)
+    print_side_by_side(rows, settings)
+    for row in rows:  # images/s against the first setting (reference) of the same method
+        first = next((r for r in rows if r["method"] == row["method"] and r["setting"] == settings[0].name), None)
+        row["ratio_to_first_setting"] = row["images_per_second"] / first["images_per_second"] if first else None
+    if args.markdown:
+        print("\n" + markdown_table(rows))
     if args.device == "cpu":
         print("# CPU peak memory is the process's peak RSS so far (it only grows), not per method")
-    return {"environment": env, "matmul_peak_flops": peaks, "config": args.config, "steps": args.steps,
-            "warmup": args.warmup, "settings": [asdict(s) for s in settings], "rows": rows, "skipped": skipped}
+    result = {**header, "rows": rows, "skipped": skipped}
+    if args.json:
+        write_json(args.json, result)
+        print(f"# wrote {args.json}")
+    return result
 
 
 def main(argv=None) -> None:
@@ -192,6 +233,7 @@ def main(argv=None) -> None:
     parser.add_argument("--settings", nargs="+", default=["reference", "fast"])
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=None, help="also write every number here")
+    parser.add_argument("--markdown", action="store_true", help="also print the rows as a Markdown table")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no GPU here; use --device cpu")
@@ -199,12 +241,7 @@ def main(argv=None) -> None:
         raise SystemExit("--steps must be at least 1 and --warmup at least 0")
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run(args)
-    if args.json:
-        from pdm.io import write_json
-
-        write_json(args.json, result)
-        print(f"# wrote {args.json}")
+    run(args)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def apply_speed_options(method: nn.Module, channels_last: bool, compile: bool) -
     if compile:
         unet = getattr(method, "unet", None)
         if not isinstance(unet, nn.Module):
-            raise TypeError(f"train.compile compiles the method's denoiser `unet`, and {type(method).__name__} has none")
+            raise TypeError(f"train.compile compiles a method's denoiser `unet`; {type(method).__name__} has none")
         unet.compile(dynamic=False)
 
 

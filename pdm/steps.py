@@ -253,7 +253,8 @@ def storage(model_dir: Path, train_record: dict) -> dict:
 TRAIN_FIELDS = ("status", "failure", "failed_step", "failed_term", "budget", "budget_value", "steps_planned",
                 "steps_done", "flops_per_step", "train_flops", "stage1_flops", "seconds_per_step_estimate",
                 "stop_reason", "batch_size",
-                "images_seen", "device", "num_processes", "mixed_precision", "channels_last", "compile", "stage1_seconds", "train_seconds",
+                "images_seen", "device", "num_processes", "mixed_precision", "channels_last", "compile",
+                "stage1_seconds", "train_seconds",
                 "train_images_per_second", "device_hours", "parameters_total", "parameters_sampling",
                 "peak_memory_bytes", "peak_memory_kind", "config_hash")
 SAMPLE_FIELDS = ("sampler", "sampling_steps", "nfe", "guidance_weight", "eta", "num_samples", "sampling_seconds",

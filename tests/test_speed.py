@@ -26,7 +26,8 @@ def _assert_same_training(eager_dir, eager, other_dir, other, atol):
     for key, value in eager["final_losses"].items():
         assert other["final_losses"][key] == pytest.approx(value, abs=atol), key
     for name in ("unet", "prototypes"):
-        a, b = load_file(eager_dir / "weights" / f"{name}.safetensors"), load_file(other_dir / "weights" / f"{name}.safetensors")
+        a = load_file(eager_dir / "weights" / f"{name}.safetensors")
+        b = load_file(other_dir / "weights" / f"{name}.safetensors")
         assert a.keys() == b.keys()  # same files: no layout or compilation trace in the saved names
         for key in a:
             torch.testing.assert_close(b[key].contiguous(), a[key], atol=atol, rtol=0, msg=key)
