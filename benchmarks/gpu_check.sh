@@ -25,7 +25,7 @@ RUNS=$(mktemp -d)
 C=${SHORT_CONFIG:-benchmarks/gpu_short.yaml}
 DEADLINE=$((SECONDS + ${SHORT_TIMEOUT:-100000}))  # each command gets what is left of SHORT_TIMEOUT seconds
 left() { echo $((DEADLINE - SECONDS > 1 ? DEADLINE - SECONDS : 1)); }
-for method in pdm spdm ddpm cddpm protodiffusion ldm rdm; do
+for method in ${SHORT_METHODS:-pdm spdm ddpm cddpm protodiffusion ldm rdm}; do
   [ $((DEADLINE - SECONDS)) -gt 5 ] || { echo "$method: skipped (SHORT_TIMEOUT reached)"; continue; }
   stage1=()
   if [ "$($PY -c "from pdm.methods.registry import get_method_class as g; print(int(g('$method').has_stage1))")" = 1 ]; then
