@@ -27,9 +27,22 @@ def test_shipped_configs_are_valid():
     """Every shipped config validates; offline, the paper configs may only fail on their CLIP weights, clearly."""
     from conftest import REPO
 
+    import yaml
+
+    from pdm.experiments import experiment_configs, is_multi_experiment
+
     for path in sorted((REPO / "config").rglob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        if path.name == "base.yaml":  # config/paper/base.yaml: the shared part the paper configs merge onto
+            continue
         try:
-            assert load_config(path).experiment
+            if is_multi_experiment(raw):  # config/paper/all.yaml: every experiment it lists resolves
+                experiments = experiment_configs(raw, [path.parent, REPO / "config"])
+                assert len(experiments) == len(raw["experiments"])
+                for experiment in experiments.values():
+                    assert resolve_config(experiment).experiment
+            else:
+                assert load_config(path).experiment
         except ConfigError as err:
             assert "paper" in path.parts, f"{path}: {err}"
             assert "methods.rdm.clip_weights" in str(err) and "efficientnet_lite0" in str(err)
