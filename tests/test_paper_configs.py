@@ -34,7 +34,9 @@ def hub_reachable(monkeypatch):
     """As on a machine that can reach the Hugging Face hub: RDM's CLIP 'openai' weights (the reference's encoder) are
     then fetched when its encoder is built, so validation passes without touching the network. With HF_HUB_OFFLINE=1
     and no local weights the config is refused, naming methods.rdm.clip_weights (tests/test_rdm.py)."""
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # for the snakemake subprocesses
+    # in this process huggingface_hub read the variable when first imported (conftest sets it): ask it no more
+    monkeypatch.setattr("baselines.retrieval.hub_offline", lambda: False)
 
 
 def dry_run(workdir, *extra: str, configfile) -> subprocess.CompletedProcess:
