@@ -102,7 +102,7 @@ def load_imagefolder(cfg: DataConfig) -> ImageDataset:
 
 def _check_prepared_config(cfg: DataConfig) -> tuple[Path, str]:
     """(the prepared folder, the command that makes it); the config must match the prepared set's fixed shape."""
-    from pdm.datasets.catalog import CATALOG
+    from pdm.datasets.catalog import CATALOG, prepared_folder
     from pdm.datasets.prepare import prepare_command
 
     spec = CATALOG[cfg.dataset]
@@ -112,7 +112,7 @@ def _check_prepared_config(cfg: DataConfig) -> tuple[Path, str]:
     if cfg.resolution != spec.resolution or cfg.channels != 3:
         raise ConfigError(f"data: {cfg.dataset} is prepared at {spec.resolution}x{spec.resolution} RGB (the reference "
                           f"code's size); set data.resolution: {spec.resolution} and data.channels: 3")
-    return Path(cfg.root).expanduser() / cfg.dataset, prepare_command(cfg.dataset, cfg.root)
+    return prepared_folder(cfg.root, cfg.dataset), prepare_command(cfg.dataset, cfg.root)
 
 
 def load_prepared(cfg: DataConfig) -> ImageDataset:
@@ -130,7 +130,9 @@ PREPARED_DATASETS = ("cifar10", "stl10", "eurosat", "celeba", "tinyimagenet")  #
 
 def manifest_path(cfg: DataConfig) -> Path:
     """DIR/NAME/manifest.json of a prepared dataset: the workflow's prepare_data output, an input of every data job."""
-    return Path(cfg.root or "data") / cfg.dataset / "manifest.json"
+    from pdm.datasets.catalog import MANIFEST, prepared_folder
+
+    return prepared_folder(cfg.root or "data", cfg.dataset) / MANIFEST
 
 DATASETS: dict[str, Callable[[DataConfig], ImageDataset]] = {
     "digits": load_digits, "imagefolder": load_imagefolder, **{name: load_prepared for name in PREPARED_DATASETS},

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -66,3 +67,11 @@ def get_spec(name: str) -> DatasetSpec:
     if name not in CATALOG:
         raise ValueError(f"unknown dataset '{name}'; preparable datasets: {', '.join(CATALOG)}")
     return CATALOG[name]
+
+
+MANIFEST = "manifest.json"  # written last by pdm.datasets.store: its presence means a complete preparation
+
+
+def prepared_folder(root: str | Path, name: str) -> Path:
+    """ROOT/NAME/: where `pdm-bench data prepare NAME --root ROOT` writes and a config's data.root loads from."""
+    return Path(root).expanduser() / name

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pdm.datasets.catalog import CATALOG, get_spec
+from pdm.datasets.catalog import CATALOG, MANIFEST, get_spec, prepared_folder
 
 
 def prepare_command(name: str, root: str | Path) -> str:
@@ -30,7 +30,7 @@ def prepare(name: str, root: str | Path, *, download: bool = False, seed: int = 
         raise ValueError(f"--per-class applies to celeba and tinyimagenet only; {name} takes {spec.content}")
     if per_class is not None and per_class < 1:
         raise ValueError(f"--per-class must be at least 1, not {per_class}")
-    folder = Path(root).expanduser() / name
+    folder = prepared_folder(root, name)
     raw = folder / "raw"
     started = time.perf_counter()
     sources = ensure_raw(name, raw, download)
@@ -41,7 +41,7 @@ def prepare(name: str, root: str | Path, *, download: bool = False, seed: int = 
               "native_files": [{"path": f"raw/{item.path}", "md5": item.md5, "url": item.url} for item in sources]}
     manifest = write_prepared(folder, native, spec.resolution, record)
     print(f"{name}: prepared {manifest['count']} images in {time.perf_counter() - started:.1f} s "
-          f"({folder / 'manifest.json'})")
+          f"({folder / MANIFEST})")
     return manifest
 
 
@@ -51,7 +51,7 @@ def list_datasets(root: str | Path | None = None) -> list[dict]:
     for spec in CATALOG.values():
         row = {"name": spec.name, "resolution": spec.resolution, "count": spec.count, "source": spec.source}
         if root is not None:
-            manifest = Path(root).expanduser() / spec.name / "manifest.json"
+            manifest = prepared_folder(root, spec.name) / MANIFEST
             row["prepared"] = "yes" if manifest.is_file() else "no"
         rows.append(row)
     return rows

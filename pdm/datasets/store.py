@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from pdm.data import DataError
+from pdm.datasets.catalog import MANIFEST
 from pdm.io import atomic_path, read_json, sha256_file, write_json
 
 FORMAT_VERSION = 1
-MANIFEST, IMAGES, LABELS = "manifest.json", "images.npy", "labels.npy"
+IMAGES, LABELS = "images.npy", "labels.npy"
 
 
 def write_prepared(folder: Path, native, resolution: int, record: dict) -> dict:
